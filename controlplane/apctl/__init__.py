@@ -1,0 +1,10 @@
+"""`apctl`: the operator CLI of the control plane, kubectl-like and thin over the gRPC stubs.
+
+connection.py  settings file, channel, stubs
+manifests.py   YAML manifests and idempotent apply
+output.py      tables, -o json|yaml, durations
+commands.py    the commands and the entry point
+"""
+from .commands import main
+
+__all__ = ["main"]

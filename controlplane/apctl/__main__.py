@@ -1,0 +1,6 @@
+"""`python -m controlplane.apctl`: the console script without installing."""
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""Server interceptors: authentication (and the operator role model) and error mapping.
+
+Both wrap the method handler's behaviour rather than act in `intercept_service`, because the
+synchronous server calls `intercept_service` on its polling thread but the behaviour on a worker
+thread: the caller's identity (a context variable) must be set where the servicer runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any, Callable
+
+import grpc
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+
+from ..errors import (AlreadyExists, ControlPlaneError, DeadlineExceeded, FailedPrecondition, InvalidArgument,
+                      NotFound, Unavailable)
+from . import caller
+
+log = logging.getLogger(__name__)
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIX = "/grpc.reflection."
+# Methods that only read: a read-only operator (or platform service) may call them.
+READ_METHOD_PREFIXES = ("Get", "List", "Query", "Wait")
+
+
+def _wrap(handler: Any, decorate: Callable[[Callable], Callable], kinds: tuple[str, ...]) -> Any:
+    """`handler` with each of its behaviours of `kinds` decorated (handlers are namedtuples)."""
+    changes = {kind: decorate(getattr(handler, kind)) for kind in kinds if getattr(handler, kind) is not None}
+    return handler._replace(**changes)
+
+
+def is_mutation(method: str) -> bool:
+    """`/pkg.Service/Method`: READ_METHOD_PREFIXES and reflection read; everything else changes state."""
+    return not (method.startswith(REFLECTION_PREFIX) or method.rsplit("/", 1)[-1].startswith(READ_METHOD_PREFIXES))
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """`authorization: Bearer <token>` → a Caller, compared by SHA-256 in constant time.
+    Health checks need no token (load balancers probe them)."""
+
+    def __init__(self, tokens: dict[str, str]):
+        # role → token; only the digests are kept.
+        self._digests = [(hashlib.sha256(token.encode()).digest(), role) for role, token in tokens.items()]
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(HEALTH_PREFIX):
+            return handler
+        mutation = is_mutation(method)
+
+        def decorate(behaviour: Callable) -> Callable:
+            def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
+                who = self._authenticate(context)
+                if mutation and who.role != caller.ADMIN:
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{who.name} may read but not change state")
+                reset = caller.current.set(who)
+                try:
+                    return behaviour(request, context)
+                finally:
+                    caller.current.reset(reset)
+            return authenticated
+
+        return _wrap(handler, decorate, ("unary_unary", "unary_stream", "stream_unary", "stream_stream"))
+
+    def _authenticate(self, context: grpc.ServicerContext) -> caller.Caller:
+        values = [value for key, value in context.invocation_metadata() if key == "authorization"]
+        scheme, _, token = (values[0] if len(values) == 1 else "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or malformed authorization: Bearer token")
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        role = None
+        for known, known_role in self._digests:  # compare every entry: no early exit on a match
+            if hmac.compare_digest(known, digest):
+                role = known_role
+        if role is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+        return caller.Caller(name=f"token:{role}", role=role)
+
+
+_STATUS = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def _unknown_field(message: Message, path: str) -> str | None:
+    """The path of the first (sub)message carrying fields this server does not know, if any."""
+    if len(unknown_fields.UnknownFieldSet(message)):
+        return path
+    for field, value in message.ListFields():
+        if field.message_type is None or field.message_type.GetOptions().map_entry:
+            continue  # scalars, and maps (of strings, in this API)
+        items = list(enumerate(value)) if field.is_repeated else [(None, value)]
+        for index, item in items:
+            found = _unknown_field(item, f"{path}.{field.name}" if index is None else f"{path}.{field.name}[{index}]")
+            if found:
+                return found
+    return None
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Domain errors → gRPC statuses with their message; anything else → INTERNAL, details logged
+    here only. Requests with unknown fields are refused: a newer client's intent must not be
+    silently dropped."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+
+        def decorate(behaviour: Callable) -> Callable:
+            def mapped(request: Any, context: grpc.ServicerContext) -> Any:
+                unknown = _unknown_field(request, "request")
+                if unknown:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{unknown}: unknown field(s)")
+                try:
+                    return behaviour(request, context)
+                except ControlPlaneError as exc:
+                    code = next(code for kind, code in _STATUS if isinstance(exc, kind))
+                    context.abort(code, str(exc))
+                except Exception:
+                    log.exception("%s failed", method)
+                    context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the control plane)")
+            return mapped
+
+        return _wrap(handler, decorate, ("unary_unary",))

@@ -1,0 +1,92 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Credential(_message.Message):
+    __slots__ = ("kind", "ref", "cert_ref", "key_ref")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    CERT_REF_FIELD_NUMBER: _ClassVar[int]
+    KEY_REF_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    ref: str
+    cert_ref: str
+    key_ref: str
+    def __init__(self, kind: _Optional[str] = ..., ref: _Optional[str] = ..., cert_ref: _Optional[str] = ..., key_ref: _Optional[str] = ...) -> None: ...
+
+class Cluster(_message.Message):
+    __slots__ = ("name", "endpoint", "ca_bundle", "credential", "labels", "tunnel", "identity_mode", "kubectl_enabled", "revision")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CA_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TUNNEL_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_MODE_FIELD_NUMBER: _ClassVar[int]
+    KUBECTL_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    endpoint: str
+    ca_bundle: str
+    credential: Credential
+    labels: _containers.ScalarMap[str, str]
+    tunnel: bool
+    identity_mode: str
+    kubectl_enabled: bool
+    revision: int
+    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., ca_bundle: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., tunnel: _Optional[bool] = ..., identity_mode: _Optional[str] = ..., kubectl_enabled: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class RegisterClusterRequest(_message.Message):
+    __slots__ = ("cluster",)
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster: Cluster
+    def __init__(self, cluster: _Optional[_Union[Cluster, _Mapping]] = ...) -> None: ...
+
+class UpdateClusterRequest(_message.Message):
+    __slots__ = ("cluster", "expected_revision")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    cluster: Cluster
+    expected_revision: int
+    def __init__(self, cluster: _Optional[_Union[Cluster, _Mapping]] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+
+class DeregisterClusterRequest(_message.Message):
+    __slots__ = ("name", "expected_revision")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expected_revision: int
+    def __init__(self, name: _Optional[str] = ..., expected_revision: _Optional[int] = ...) -> None: ...
+
+class DeregisterClusterResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    def __init__(self, revision: _Optional[int] = ...) -> None: ...
+
+class GetClusterRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListClustersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListClustersResponse(_message.Message):
+    __slots__ = ("clusters",)
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ...) -> None: ...

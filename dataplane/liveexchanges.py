@@ -1,0 +1,145 @@
+"""Live long-running exchanges (streamed responses, upgrade sessions), kept by the identity that
+opened them, so that revocation ends them instead of letting them run on the decision they
+started with ("revocation beats every cache", DESIGN.md).
+
+The registry follows the worker's SnapshotHolder. On every update (a new snapshot, or a revocation
+delta laid over the current one) each distinct identity is authenticated again with the new
+snapshot's authenticator, and each of its exchanges has its decision taken again for the same
+attributes. An exchange that fails either is revoked: its task is interrupted where it waits on
+the upstream (never in the middle of a write downstream, so no frame or chunk is torn) and the
+pipeline then ends it cleanly. The cost is one authentication per live identity and one cached
+decision per live exchange per update; nothing per byte.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, TypeVar
+
+from .identity import AuthenticationError, Identity
+
+log = logging.getLogger("accesspoint.liveexchanges")
+
+T = TypeVar("T")
+
+
+class Revoked(Exception):
+    """Raised where a revoked exchange was waiting on its upstream."""
+
+
+@dataclass(eq=False)
+class LiveExchange:
+    identity: Identity                  # the caller, as authenticated
+    effective: Identity                 # whom the request acts as (differs under impersonation)
+    impersonation: Any                  # headers.ImpersonationRequest or None
+    cluster: str
+    info: Any                           # the request attributes the decision was taken for
+    kind: str                           # watch, logs, stream, or the upgrade's subresource
+    task: asyncio.Task
+    peer_cert: Any = field(default=None, repr=False)
+    authorization: bytes | None = field(default=None, repr=False)   # a secret: kept, never shown
+    revoked: str = ""                   # why it was revoked ("" while it may run)
+    _waiting: bool = False
+
+    async def interruptible(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` (a read from the upstream, or a whole splice) in a way that a
+        revocation may cut short: it then raises Revoked."""
+        if self.revoked:   # revoked before it started (see LiveExchanges.open)
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise Revoked(self.revoked)
+        self._waiting = True
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            # ours only when nobody else cancelled the task as well (then that one wins)
+            if self.revoked and self.task.uncancel() == 0:
+                raise Revoked(self.revoked) from None
+            raise
+        finally:
+            self._waiting = False
+
+    def _revoke(self, reason: str) -> None:
+        self.revoked = reason
+        if self._waiting:
+            self.task.cancel()
+        # not waiting: it is writing downstream and checks `revoked` before it reads again
+
+
+def _key(identity: Identity) -> tuple:
+    return identity.user, identity.groups, identity.credential_id, identity.method
+
+
+class LiveExchanges:
+    """The live exchanges of one worker; `check` runs on every swap of `holder`."""
+
+    def __init__(self, holder, metrics):
+        self._holder = holder
+        self._metrics = metrics
+        self._by_identity: dict[tuple, set[LiveExchange]] = {}
+        holder.subscribe(self.check)
+
+    def open(self, snapshot, *, identity: Identity, effective: Identity, impersonation, cluster: str, info,
+             kind: str, peer_cert, authorization: bytes | None) -> LiveExchange:
+        """Register the current task's exchange, decided with `snapshot`."""
+        live = LiveExchange(identity, effective, impersonation, cluster, info, kind, asyncio.current_task(),
+                            peer_cert=peer_cert, authorization=authorization)
+        self._by_identity.setdefault(_key(identity), set()).add(live)
+        current = self._holder.current
+        if current is not None and current is not snapshot:
+            # the snapshot changed while this request waited for its upstream: catch up now
+            self._check_identity(current, {live})
+        return live
+
+    def close(self, live: LiveExchange) -> None:
+        key = _key(live.identity)
+        exchanges = self._by_identity.get(key)
+        if exchanges is not None:
+            exchanges.discard(live)
+            if not exchanges:
+                del self._by_identity[key]
+
+    def __len__(self) -> int:
+        return sum(len(exchanges) for exchanges in self._by_identity.values())
+
+    def check(self, snapshot) -> None:
+        for exchanges in list(self._by_identity.values()):
+            self._check_identity(snapshot, exchanges)
+
+    def _check_identity(self, snapshot, exchanges: set[LiveExchange]) -> None:
+        """Exchanges sharing one identity share its credential: authenticate once for all."""
+        running = [live for live in exchanges if not live.revoked]
+        if not running:
+            return
+        first = running[0]
+        try:
+            caller = snapshot.authenticator.authenticate(first.peer_cert, first.authorization)
+        except AuthenticationError as exc:
+            for live in running:
+                self._end(live, f"authentication refused: {exc.reason}")
+            return
+        for live in running:
+            refusal = _refusal(snapshot, caller, live)
+            if refusal:
+                self._end(live, refusal)
+
+    def _end(self, live: LiveExchange, reason: str) -> None:
+        log.info("ending %s of user %r on cluster %r: %s", live.kind, live.identity.user, live.cluster, reason)
+        self._metrics.streams_revoked_total.labels(kind=live.kind).inc()
+        live._revoke(reason)
+
+
+def _refusal(snapshot, caller: Identity, live: LiveExchange) -> str:
+    """Why `live` may not go on under `snapshot` ("" when it may)."""
+    cluster = snapshot.clusters.get(live.cluster)
+    if cluster is None:
+        return "cluster removed"
+    effective = caller
+    if live.impersonation is not None:
+        for resource, name, namespace in live.impersonation.checks():
+            if not snapshot.policy.decide_impersonation(caller, cluster, resource, name, namespace).allowed:
+                return "impersonation no longer allowed"
+        effective = live.effective
+    decision = snapshot.policy.decide(effective, cluster, live.info)
+    return "" if decision.allowed else f"no longer allowed: {decision.reason}"

@@ -1,0 +1,1 @@
+"""Load tests and benchmarks (`loadtests/bench`, `loadtests/bench_native.py`)."""

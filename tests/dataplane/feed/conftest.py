@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import pytest
+
+from dataplane.signing import generate_signing_key
+
+
+@pytest.fixture(scope="session")
+def signing_key():
+    return generate_signing_key()
