@@ -10,13 +10,18 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataplane.pki import CertificateAuthority
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from dataplane.pki import CertificateAuthority, IssuedCert
 from dataplane.sandbox import kubeconfig
 
 from .errors import FailedPrecondition, InvalidArgument
 from .model import Certificate, utc_text
 
 CA_COMMON_NAME = "accesspoint client CA"
+# A session-bound certificate names its console session in a URI SAN (docs/policy.md).
+SESSION_URI_PREFIX = "urn:accesspoint:session:"
 
 
 def load_or_create_ca(cert_path: Path, key_path: Path, create: bool) -> CertificateAuthority:
@@ -58,12 +63,22 @@ class ClientAuthority:
         return ttl
 
     def issue(self, user: str, groups: tuple[str, ...], cluster: str,
-              lifetime: datetime.timedelta) -> IssuedKubeconfig:
+              lifetime: datetime.timedelta, session: str = "") -> IssuedKubeconfig:
         if not self._gateway_url:
             raise FailedPrecondition("issuing kubeconfigs needs the control plane's gateway_url and gateway_ca")
-        issued = self._ca.issue_client(user, groups, lifetime)
+        issued = self._issue_bound(user, groups, lifetime, session) if session else \
+            self._ca.issue_client(user, groups, lifetime)
         certificate = Certificate(serial=issued.serial_hex, user=user, groups=groups, cluster=cluster,
-                                  expires_at=utc_text(issued.cert.not_valid_after_utc))
+                                  expires_at=utc_text(issued.cert.not_valid_after_utc), session=session)
         text = kubeconfig(f"{self._gateway_url}/clusters/{cluster}", self._gateway_ca_pem, user,
                           cert_pem=issued.cert_pem, key_pem=issued.key_pem, context=f"accesspoint-{cluster}")
         return IssuedKubeconfig(certificate, text)
+
+    def _issue_bound(self, user: str, groups: tuple[str, ...], lifetime: datetime.timedelta,
+                     session: str) -> IssuedCert:
+        """issue_client's certificate plus the session's URI SAN (pki's shared builder takes SANs)."""
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user),
+                             *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups)])
+        cert, key = self._ca._issue(subject, ExtendedKeyUsageOID.CLIENT_AUTH,
+                                    [x509.UniformResourceIdentifier(SESSION_URI_PREFIX + session)], lifetime)
+        return IssuedCert(cert, key)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dataplane.options import ConfigError, add_option_groups, options_from_namespace, raise_problems
 from dataplane.signing import load_private_key
 
-from .api.caller import ADMIN, READ_ONLY
+from .api.caller import ADMIN, PORTAL, READ_ONLY
 from .authority import ClientAuthority, load_or_create_ca
 
 ENV_PREFIX = "ACCESSPOINT_CONTROLPLANE_"
@@ -30,6 +30,7 @@ class ControlPlaneConfig:
     tls_key: str = ""
     admin_token_file: str = ""
     read_only_token_file: str = ""
+    portal_token_file: str = ""
     # state and distribution
     store: str = "sqlite:.state/controlplane.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -43,6 +44,8 @@ class ControlPlaneConfig:
     gateway_ca: str = ""
     kubeconfig_ttl: float = 8 * 3600.0
     kubeconfig_max_ttl: float = 24 * 3600.0
+    # console sessions
+    session_sweep_interval: float = 10.0
     # fleet and audit
     replica_id: str = ""
     audit_claim_idle: float = 30.0
@@ -55,6 +58,8 @@ class ControlPlaneConfig:
         "tls_key": "PEM private key of the serving certificate",
         "admin_token_file": "file holding the admin API token (may change state)",
         "read_only_token_file": "file holding the read-only API token (optional)",
+        "portal_token_file": "file holding the portal's API token (optional): runs console sessions and acts for "
+                             "the people it names in x-accesspoint-on-behalf-of",
         "store": "sqlite:PATH (embedded, one replica) or postgresql://… (any number of replicas)",
         "redis_url": "Redis that carries snapshots to the gateways",
         "signing_key": "Ed25519 private key (PEM) that signs snapshots",
@@ -67,15 +72,17 @@ class ControlPlaneConfig:
         "gateway_ca": "PEM CA bundle that verifies the gateways' serving certificate, written into kubeconfigs",
         "kubeconfig_ttl": "seconds an issued kubeconfig certificate lives when the request names no ttl",
         "kubeconfig_max_ttl": "the longest ttl a kubeconfig request may ask for, in seconds",
+        "session_sweep_interval": "seconds between sweeps that end console sessions idle past their timeout",
         "replica_id": "this replica's name as audit stream consumer (default: the host name)",
         "audit_claim_idle": "seconds before audit entries left unacknowledged by a dead replica are taken over",
         "grace": "seconds in-flight calls may take after SIGTERM",
     }
     GROUPS = {
-        "API": ("listen", "tls_cert", "tls_key", "admin_token_file", "read_only_token_file"),
+        "API": ("listen", "tls_cert", "tls_key", "admin_token_file", "read_only_token_file", "portal_token_file"),
         "state and distribution": ("store", "redis_url", "signing_key", "republish_interval"),
         "certificate authority and kubeconfigs": ("state_dir", "client_ca_cert", "client_ca_key", "gateway_url",
                                                   "gateway_ca", "kubeconfig_ttl", "kubeconfig_max_ttl"),
+        "console sessions": ("session_sweep_interval",),
         "fleet and audit": ("replica_id", "audit_claim_idle"),
         "processes": ("grace",),
     }
@@ -116,6 +123,8 @@ class ControlPlaneConfig:
             problems.append("kubeconfig_ttl must be positive and at most kubeconfig_max_ttl")
         if self.audit_claim_idle <= 0:
             problems.append("audit_claim_idle must be positive")
+        if self.session_sweep_interval <= 0:
+            problems.append("session_sweep_interval must be positive")
         raise_problems(problems)
 
     def tokens(self) -> dict[str, str]:
@@ -123,8 +132,10 @@ class ControlPlaneConfig:
         tokens = {ADMIN: _read_token(self.admin_token_file, "admin_token_file")}
         if self.read_only_token_file:
             tokens[READ_ONLY] = _read_token(self.read_only_token_file, "read_only_token_file")
+        if self.portal_token_file:
+            tokens[PORTAL] = _read_token(self.portal_token_file, "portal_token_file")
         if len(set(tokens.values())) != len(tokens):
-            raise ConfigError("the admin and read-only tokens must differ")
+            raise ConfigError("the admin, read-only and portal tokens must all differ")
         return tokens
 
     def private_key(self) -> Ed25519PrivateKey:

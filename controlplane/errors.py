@@ -27,6 +27,10 @@ class FailedPrecondition(ControlPlaneError):
     pass
 
 
+class PermissionDenied(ControlPlaneError):
+    """The caller is known but policy does not let them do this (not an approver, say)."""
+
+
 class DeadlineExceeded(ControlPlaneError):
     """A wait ran out of time; the message says what was still missing."""
 

@@ -50,13 +50,21 @@ class Cluster:
     tunnel: bool = False
     identity_mode: str = "impersonate"
     kubectl_enabled: bool = True
+    read_only: bool = False                   # only get/list/watch pass
+    upstream_groups: tuple[str, ...] = ()     # groups the cluster's own RBAC names (group compaction keeps them)
     revision: int = 0         # the revision that last changed it (optimistic concurrency)
 
     def to_snapshot(self) -> dict[str, Any]:
-        return {"name": self.name, "endpoint": self.endpoint, "tunnel": self.tunnel,
+        data = {"name": self.name, "endpoint": self.endpoint, "tunnel": self.tunnel,
                 "ca_bundle": self.ca_bundle, "credential": self.credential.to_snapshot(),
                 "labels": dict(self.labels), "identity_mode": self.identity_mode,
                 "kubectl_enabled": self.kubectl_enabled}
+        # docs/policy.md fields are written only when they differ from their default (see there).
+        if self.read_only:
+            data["read_only"] = True
+        if self.upstream_groups:
+            data["upstream_groups"] = list(self.upstream_groups)
+        return data
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,93 @@ class Subject:
     name: str
 
 
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+CHANNELS = ("kubectl", "terminal")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EFFECTS = ("allow", "deny")
+GRANT_KINDS = ("binding", "access_request", "break_glass")
+
+
+@dataclass(frozen=True)
+class MatchExpression:
+    key: str
+    operator: str             # one of SELECTOR_OPERATORS
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Kubernetes label-selector semantics: NotIn and DoesNotExist match a cluster without the key."""
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {"key": self.key, "operator": self.operator, "values": list(self.values)}
+
+
 @dataclass(frozen=True)
 class ClusterSelector:
     names: tuple[str, ...] = ()               # "*" selects every cluster
     labels: dict[str, str] = field(default_factory=dict)  # every key=value must match
+    expressions: tuple[MatchExpression, ...] = ()         # ANDed with labels
+
+    def is_empty(self) -> bool:
+        return not self.names and not self.labels and not self.expressions
+
+    def selects(self, cluster: Cluster) -> bool:
+        """The gateway's reading (docs/policy.md): a listed name, or labels and expressions all holding."""
+        if "*" in self.names or cluster.name in self.names:
+            return True
+        if not self.labels and not self.expressions:
+            return False
+        return all(cluster.labels.get(key) == value for key, value in self.labels.items()) and \
+            all(expression.matches(cluster.labels) for expression in self.expressions)
+
+    def to_snapshot(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"names": list(self.names), "selector": dict(self.labels)}
+        if self.expressions:
+            data["match_expressions"] = [e.to_snapshot() for e in self.expressions]
+        return data
+
+
+@dataclass(frozen=True)
+class Schedule:
+    days: tuple[str, ...] = ()   # subset of WEEKDAYS; empty: every day
+    start: str = ""              # "HH:MM" UTC, start < end
+    end: str = ""
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """ABAC conditions of a binding; each unset one holds always."""
+
+    source_cidrs: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    schedule: Schedule | None = None
+
+    def to_snapshot(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.source_cidrs:
+            data["source_cidrs"] = list(self.source_cidrs)
+        if self.channels:
+            data["channels"] = list(self.channels)
+        if self.schedule is not None:
+            data["schedule"] = {"days": list(self.schedule.days), "start": self.schedule.start,
+                                "end": self.schedule.end}
+        return data
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Why a binding exists: an operator wrote it (kind "binding"), or an approved access request
+    or a break-glass activation (id names it) did."""
+
+    kind: str = "binding"     # one of GRANT_KINDS
+    id: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,16 +195,31 @@ class Binding:
     clusters: ClusterSelector
     valid_from: str = ""      # utc_text or "" (no bound)
     valid_until: str = ""
+    effect: str = "allow"     # one of EFFECTS; deny beats allow
+    conditions: Conditions = Conditions()
+    grant: Grant = Grant()
     revision: int = 0
 
-    def active_at(self, moment: str) -> bool:
-        return (not self.valid_from or self.valid_from <= moment) and \
-               (not self.valid_until or moment < self.valid_until)
+    def expired_at(self, moment: str) -> bool:
+        """Its window has wholly passed at `moment` (it can never apply again)."""
+        return bool(self.valid_until) and self.valid_until <= moment
 
     def to_snapshot(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role,
-                "subjects": [{"kind": s.kind, "name": s.name} for s in self.subjects],
-                "clusters": {"names": list(self.clusters.names), "selector": dict(self.clusters.labels)}}
+        data: dict[str, Any] = {"name": self.name, "role": self.role,
+                                "subjects": [{"kind": s.kind, "name": s.name} for s in self.subjects],
+                                "clusters": self.clusters.to_snapshot()}
+        if self.effect != "allow":
+            data["effect"] = self.effect
+        if self.valid_from:
+            data["valid_from"] = self.valid_from
+        if self.valid_until:
+            data["valid_until"] = self.valid_until
+        conditions = self.conditions.to_snapshot()
+        if conditions:
+            data["conditions"] = conditions
+        if self.grant.kind != "binding":
+            data["grant"] = {"kind": self.grant.kind, "id": self.grant.id, "reason": self.grant.reason}
+        return data
 
 
 @dataclass(frozen=True)
@@ -137,12 +243,19 @@ class Token:
     groups: tuple[str, ...] = ()
     component: str = ""       # the service identity's name for a service token
     description: str = ""
+    channel: str = "kubectl"  # one of CHANNELS: the browser terminal's tokens say "terminal"
+    session: str = ""         # the console session it is bound to, if any
     revision: int = 0         # revision that issued it
     revoked: bool = False
 
     def to_snapshot(self) -> dict[str, Any]:
-        return {"id": self.id, "sha256": self.sha256, "user": self.user,
+        data = {"id": self.id, "sha256": self.sha256, "user": self.user,
                 "groups": list(self.groups), "component": self.component or None}
+        if self.channel != "kubectl":
+            data["channel"] = self.channel
+        if self.session:
+            data["session"] = self.session
+        return data
 
 
 @dataclass(frozen=True)
@@ -171,6 +284,7 @@ class Certificate:
     groups: tuple[str, ...]
     cluster: str              # the cluster its kubeconfig points at
     expires_at: str           # utc_text
+    session: str = ""         # the console session it is bound to (URI SAN), if any
     revision: int = 0         # the revision that recorded it
     revoked: bool = False     # derived: a cert_serial revocation names it
 
@@ -204,6 +318,84 @@ class EventQuery:
 
 
 @dataclass(frozen=True)
+class BreakGlassPolicy:
+    """Who may self-activate which role on which clusters, for how long at most."""
+
+    role: str = ""            # "": break-glass is not configured
+    group: str = ""           # members may activate
+    clusters: ClusterSelector = ClusterSelector()
+    max_duration: int = 3600  # seconds
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Fleet-wide policy settings: the first four travel in the snapshot, the rest is the control
+    plane's own policy (who approves access requests, break-glass, console sessions)."""
+
+    break_glass_enabled: bool = True
+    group_compaction: bool = False
+    max_exec_sessions: int = 0               # per principal per gateway worker; 0: no cap
+    max_watches: int = 0
+    approver_group: str = ""                 # members approve or deny access requests; "": nobody
+    access_request_max_duration: int = 8 * 3600   # seconds
+    break_glass: BreakGlassPolicy = BreakGlassPolicy()
+    session_idle_timeout: int = 3600         # seconds a console session lives without a touch
+    revision: int = 0
+
+    def to_snapshot(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if not self.break_glass_enabled:
+            data["break_glass_enabled"] = False
+        if self.group_compaction:
+            data["group_compaction"] = True
+        if self.max_exec_sessions:
+            data["max_exec_sessions"] = self.max_exec_sessions
+        if self.max_watches:
+            data["max_watches"] = self.max_watches
+        return data
+
+
+ACCESS_REQUEST_STATES = ("pending", "approved", "denied")
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    id: str
+    user: str
+    role: str
+    cluster: str
+    duration: int             # seconds
+    reason: str
+    created_at: str
+    state: str = "pending"    # one of ACCESS_REQUEST_STATES
+    decided_by: str = ""      # the approver's user name
+    decided_at: str = ""
+    decision_reason: str = ""
+    binding: str = ""         # the binding an approval wrote
+    expires_at: str = ""      # its valid_until
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class Session:
+    """A console session: a person's login to the portal. Credentials bound to it work only
+    while it is active; logout and the idle timeout end it and revoke it fleet-wide."""
+
+    id: str
+    user: str
+    created_at: str
+    last_seen_at: str
+    idle_timeout: int         # seconds
+    ended_at: str = ""
+    end_reason: str = ""      # "logout" | "idle timeout"
+    revision: int = 0
+
+    def idle_until(self) -> str:
+        seen = datetime.datetime.fromisoformat(self.last_seen_at)
+        return utc_text(seen + datetime.timedelta(seconds=self.idle_timeout))
+
+
+@dataclass(frozen=True)
 class State:
     """Everything in the store at one revision: the input of a snapshot."""
 
@@ -214,3 +406,4 @@ class State:
     bindings: tuple[Binding, ...]
     tokens: tuple[Token, ...]
     revocations: tuple[Revocation, ...]
+    settings: Settings = Settings()

@@ -19,12 +19,13 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .api import servicers
+from .api import selfservice, servicers
 from .api.interceptors import AuthInterceptor, ErrorInterceptor
 from .auditingest import AuditIngester
 from .config import ControlPlaneConfig
 from .distribution import Distributor
 from .fleet import Fleet
+from .sessions import SessionSweeper
 from .snapshots import Publisher
 from .store import Store, open_store
 
@@ -41,10 +42,11 @@ class ControlPlane:
         self.distributor = Distributor(self.store, Publisher(self._redis, config.private_key()))
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="controlplane-api"),
-            interceptors=[AuthInterceptor(config.tokens()), ErrorInterceptor()])
+            interceptors=[AuthInterceptor(config.tokens(), self.store.person_for_token), ErrorInterceptor()])
         self.authority = config.client_authority()
-        names = servicers.add_all(self._server, servicers.Dependencies(
-            store=self.store, distributor=self.distributor, authority=self.authority, fleet=Fleet(self._redis)))
+        deps = servicers.Dependencies(store=self.store, distributor=self.distributor, authority=self.authority,
+                                      fleet=Fleet(self._redis))
+        names = servicers.add_all(self._server, deps) + selfservice.add_all(self._server, deps)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         for name in ["", *names]:
@@ -54,6 +56,7 @@ class ControlPlane:
             self._server)
         self.port = self._bind()
         self._stopping = threading.Event()
+        self.sessions = SessionSweeper(self.store, self.distributor)
         self._ingest_redis = redis.Redis.from_url(config.redis_url, single_connection_client=True)
         self.ingester = AuditIngester(self._ingest_redis, self.store, config.consumer_name(),
                                       claim_idle=config.audit_claim_idle)
@@ -62,6 +65,8 @@ class ControlPlane:
                              name="controlplane-republish", daemon=True),
             threading.Thread(target=self.ingester.run, args=(self._stopping,), name="controlplane-audit-ingest",
                              daemon=True),
+            threading.Thread(target=self.sessions.run_periodically, args=(self._stopping, config.session_sweep_interval),
+                             name="controlplane-session-sweep", daemon=True),
         ]
 
     def _bind(self) -> int:

@@ -50,9 +50,9 @@ def build_snapshot(state: State) -> dict[str, Any]:
     """The snapshot of `state`: a pure function of it, so equal states give equal bytes.
 
     Lists are sorted here, not by the database (PostgreSQL's collation may differ from SQLite's).
-    A binding with a validity window is included when the window holds at the revision's commit
-    time: the snapshot format has no window fields yet, so a window that opens or closes between
-    revisions takes effect only with the next snapshot.
+    Validity windows travel in the snapshot and the gateways evaluate them at request time, so
+    time-bound access starts and ends with no action; a binding whose window had wholly passed at
+    the revision's commit time can never apply again and is left out.
     """
     revocations: dict[str, list[str]] = {name: [] for name in SNAPSHOT_REVOCATION_LISTS.values()}
     for revocation in state.revocations:
@@ -64,10 +64,10 @@ def build_snapshot(state: State) -> dict[str, Any]:
         "clusters": [c.to_snapshot() for c in sorted(state.clusters, key=lambda c: c.name)],
         "roles": [r.to_snapshot() for r in sorted(state.roles, key=lambda r: r.name)],
         "bindings": [b.to_snapshot() for b in sorted(state.bindings, key=lambda b: b.name)
-                     if b.active_at(state.committed_at)],
+                     if not b.expired_at(state.committed_at)],
         "tokens": [t.to_snapshot() for t in sorted(state.tokens, key=lambda t: t.id) if not t.revoked],
         "revocations": {name: sorted(values) for name, values in revocations.items()},
-        "settings": {},
+        "settings": state.settings.to_snapshot(),
     }
 
 

@@ -7,6 +7,7 @@ different processes never interleave. fsync is batched (periodic), not per event
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -23,14 +24,37 @@ SECRET_WORDS = frozenset({"authorization", "token", "password", "secret", "key"}
 _WORD_BOUNDARY = re.compile(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(name: str) -> bool:
+    # cached: events repeat the same few dozen key names, and this runs for every key of every event
     words = [w for w in _WORD_BOUNDARY.split(name) if w]
     return bool(words) and words[-1].lower() in SECRET_WORDS
 
 
+def _is_clean(value: Any) -> bool:
+    """No secret-named key at any depth (the common case: nothing to copy)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and is_secret_key(key):
+                return False
+            if isinstance(item, (dict, list, tuple)) and not _is_clean(item):
+                return False
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_clean(item) for item in value if isinstance(item, (dict, list, tuple)))
+    return True
+
+
 def redact(value: Any, where: str = "") -> Any:
-    """A copy of `value` without secret-named keys at any depth (a safety net: callers should
-    never pass secrets in the first place, so each drop is logged by key path, not value)."""
+    """`value` without secret-named keys at any depth (a safety net: callers should never pass
+    secrets in the first place, so each drop is logged by key path, not value). The input is
+    never changed: a copy when something is dropped, else the value itself."""
+    if _is_clean(value):
+        return value
+    return _redacted_copy(value, where)
+
+
+def _redacted_copy(value: Any, where: str) -> Any:
     if isinstance(value, dict):
         clean = {}
         for key, item in value.items():
@@ -38,11 +62,15 @@ def redact(value: Any, where: str = "") -> Any:
             if isinstance(key, str) and is_secret_key(key):
                 log.warning("audit: dropped secret-named field %s", path)
                 continue
-            clean[key] = redact(item, path)
+            clean[key] = _redacted_copy(item, path)
         return clean
     if isinstance(value, (list, tuple)):
-        return [redact(item, f"{where}[]") for item in value]
+        return [_redacted_copy(item, f"{where}[]") for item in value]
     return value
+
+
+# one encoder for every event (json.dumps with options builds a new one per call)
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class AuditSpool:
@@ -58,8 +86,7 @@ class AuditSpool:
             raise ValueError("audit event needs the request id in 'id'")
         if self._fd is None:
             raise ValueError("audit spool is closed")
-        line = json.dumps(redact(event), separators=(",", ":"), ensure_ascii=False)
-        data = (line + "\n").encode("utf-8")
+        data = (_ENCODE(redact(event)) + "\n").encode("utf-8")
         written = os.write(self._fd, data)
         if written != len(data):
             # A short write (disk full) leaves a torn line; say so loudly rather than retry and

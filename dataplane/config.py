@@ -23,6 +23,8 @@ ENV_PREFIX = "ACCESSPOINT_"
 # The protocols the listener negotiates, in preference order (each has a class in
 # server.PROTOCOLS); `--no-http2` drops "h2".
 ALPN_PROTOCOLS: tuple[str, ...] = ("h2", "http/1.1")
+# --upstream-http2: which requests may go to an API server over HTTP/2 (upstream_h2.py)
+UPSTREAM_HTTP2_MODES: tuple[str, ...] = ("streams", "always", "never")
 
 
 def _host_port(value: str, what: str, problems: list[str]) -> tuple[str, int]:
@@ -70,7 +72,8 @@ class GatewayConfig:
     http2_ping_timeout: float = 15.0
     # upstream
     upstream_dial_timeout: float = 5.0
-    upstream_pool_size: int = 16
+    upstream_pool_size: int = 128
+    upstream_http2: str = "streams"
     upstream_idle_timeout: float = 60.0
     upstream_ping_interval: float = 10.0
     upstream_ping_timeout: float = 5.0
@@ -80,6 +83,15 @@ class GatewayConfig:
     snapshot_cache: str = ""
     snapshot_resync_interval: float = 10.0
     gateway_id: str = ""
+    # OIDC: ID tokens as bearer tokens (oidc.py), flags as kube-apiserver's --oidc-*
+    oidc_issuer_url: str = ""
+    oidc_client_id: str = ""
+    oidc_username_claim: str = "sub"
+    oidc_username_prefix: str = ""
+    oidc_groups_claim: str = ""
+    oidc_groups_prefix: str = ""
+    oidc_ca_file: str = ""
+    oidc_refresh_interval: float = 10.0
 
     HELP = {
         "listen": "HOST:PORT the gateway listens on (TLS)",
@@ -102,7 +114,12 @@ class GatewayConfig:
         "http2_ping_interval": "seconds of silence on an HTTP/2 connection with streams before a keep-alive PING",
         "http2_ping_timeout": "seconds a PING may go unanswered before the connection is declared dead",
         "upstream_dial_timeout": "seconds to connect (TCP + TLS) to an API server",
-        "upstream_pool_size": "idle keep-alive connections kept per cluster",
+        "upstream_pool_size": "idle keep-alive connections kept per cluster (each also closes after "
+                              "--upstream-idle-timeout): at least the requests in flight to one cluster, "
+                              "or the surplus is closed and dialled again",
+        "upstream_http2": "HTTP/2 to API servers that offer it: streams (watches and logs, for the "
+                          "health PINGs; other requests over pooled HTTP/1.1 keep-alive, cheaper per "
+                          "request), always, or never",
         "upstream_idle_timeout": "seconds an idle upstream connection is kept",
         "upstream_ping_interval": "seconds of silence on an upstream HTTP/2 connection with streams before a health PING",
         "upstream_ping_timeout": "seconds a health PING may go unanswered before the upstream connection is dropped",
@@ -114,6 +131,17 @@ class GatewayConfig:
                           "(default: snapshot.cache.json beside --audit-spool)",
         "snapshot_resync_interval": "seconds between re-reads of the snapshot key (pub/sub can lose notices)",
         "gateway_id": "id in fleet status (default HOSTNAME-PID; with --workers N, ID-INDEX per worker)",
+        "oidc_issuer_url": "https URL of the OpenID Connect issuer whose ID tokens are accepted as bearer "
+                           "tokens (its iss; discovery at URL/.well-known/openid-configuration)",
+        "oidc_client_id": "audience (aud) every ID token must be issued for",
+        "oidc_username_claim": "claim that holds the user name",
+        "oidc_username_prefix": "prefix of user names; unset: none for the email claim, ISSUER_URL# for "
+                                "others; '-': none",
+        "oidc_groups_claim": "claim that holds the groups (a string or a list of strings); unset: no groups",
+        "oidc_groups_prefix": "prefix of every group name from the groups claim",
+        "oidc_ca_file": "PEM file with the CAs of the issuer's TLS certificate (default: the system's)",
+        "oidc_refresh_interval": "least seconds from one JWKS fetch to the next that a token with an "
+                                 "unknown key id may prompt",
     }
 
     # -- CLI / environment -------------------------------------------------------------------------
@@ -126,10 +154,12 @@ class GatewayConfig:
             "processes": ("workers", "drain_grace"),
             "limits": ("head_timeout", "keepalive_timeout", "max_head_size", "max_line_size"),
             "HTTP/2": ("http2", "http2_max_streams", "http2_ping_interval", "http2_ping_timeout"),
-            "upstream": ("upstream_dial_timeout", "upstream_pool_size", "upstream_idle_timeout",
+            "upstream": ("upstream_dial_timeout", "upstream_pool_size", "upstream_http2", "upstream_idle_timeout",
                          "upstream_ping_interval", "upstream_ping_timeout"),
             "distribution": ("redis_url", "redis_key_prefix", "snapshot_cache", "snapshot_resync_interval",
                              "gateway_id"),
+            "OIDC": ("oidc_issuer_url", "oidc_client_id", "oidc_username_claim", "oidc_username_prefix",
+                     "oidc_groups_claim", "oidc_groups_prefix", "oidc_ca_file", "oidc_refresh_interval"),
         }
         add_option_groups(parser, cls, groups, cls.HELP, ENV_PREFIX)
 
@@ -149,6 +179,7 @@ class GatewayConfig:
         self._validate_http2(problems)
         self._validate_upstream(problems)
         self._validate_distribution(problems)
+        self._validate_oidc(problems, check_files)
         raise_problems(problems)
 
     def _validate_listener(self, problems: list[str], check_files: bool) -> None:
@@ -217,6 +248,8 @@ class GatewayConfig:
             problems.append("--upstream-dial-timeout must be positive")
         if self.upstream_pool_size < 0:
             problems.append("--upstream-pool-size must not be negative")
+        if self.upstream_http2 not in UPSTREAM_HTTP2_MODES:
+            problems.append(f"--upstream-http2 must be one of {', '.join(UPSTREAM_HTTP2_MODES)}")
         if self.upstream_idle_timeout <= 0:
             problems.append("--upstream-idle-timeout must be positive")
         if self.upstream_ping_interval <= 0 or self.upstream_ping_timeout <= 0:
@@ -244,6 +277,28 @@ class GatewayConfig:
             problems.append("--snapshot-resync-interval must be positive")
         if any(c.isspace() for c in self.gateway_id):
             problems.append("--gateway-id must not contain whitespace")
+
+    def _validate_oidc(self, problems: list[str], check_files: bool) -> None:
+        if not self.oidc_issuer_url:
+            if self.oidc_client_id:
+                problems.append("--oidc-client-id needs --oidc-issuer-url")
+            return
+        try:
+            url = urlsplit(self.oidc_issuer_url)
+            url_ok = url.scheme == "https" and bool(url.hostname) and not url.query and not url.fragment
+        except ValueError:
+            url_ok = False
+        if not url_ok:
+            problems.append("--oidc-issuer-url must be an https URL without query or fragment")
+        if not self.oidc_client_id:
+            problems.append("--oidc-client-id is required with --oidc-issuer-url (it is the audience tokens "
+                            "must name)")
+        if not self.oidc_username_claim:
+            problems.append("--oidc-username-claim must not be empty")
+        if self.oidc_ca_file and check_files and not Path(self.oidc_ca_file).is_file():
+            problems.append(f"--oidc-ca-file: {self.oidc_ca_file} is not a readable file")
+        if self.oidc_refresh_interval <= 0:
+            problems.append("--oidc-refresh-interval must be positive")
 
     @property
     def snapshot_cache_path(self) -> Path:

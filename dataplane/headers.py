@@ -34,6 +34,7 @@ IMPERSONATE_EXTRA = b"impersonate-extra-"
 
 RESERVED_EXTRA_PREFIX = "accesspoint.io/"
 REQUEST_ID_EXTRA = RESERVED_EXTRA_PREFIX + "request-id"
+GRANT_ID_EXTRA = RESERVED_EXTRA_PREFIX + "grant-id"    # joins the cluster's audit log to the grant
 
 # client-go's legal header-key bytes (token characters); everything else in an extra key is
 # %-encoded, and "%" itself too (k8s.io/client-go/transport/round_trippers.go headerKeyEscape)
@@ -183,7 +184,8 @@ def _header_value(text: str) -> bytes:
 def upstream_request_headers(headers: list[tuple[bytes, bytes]], *, host: bytes, token: str | None,
                              impersonate: Impersonate, request_id: str,
                              client_ip: str, upgrade: bytes | None = None,
-                             body_framing: tuple[bytes, bytes] | None = None) -> list[tuple[bytes, bytes]]:
+                             body_framing: tuple[bytes, bytes] | None = None,
+                             grant_id: str = "") -> list[tuple[bytes, bytes]]:
     """Headers for the upstream request, in order: host, the caller's headers that may pass, the
     gateway's credential and impersonation, framing."""
     named = connection_tokens(headers)
@@ -204,6 +206,8 @@ def upstream_request_headers(headers: list[tuple[bytes, bytes]], *, host: bytes,
     if impersonate.uid:
         out.append((b"impersonate-uid", _header_value(impersonate.uid)))
     extras = list(impersonate.extra) + [(REQUEST_ID_EXTRA, (request_id,))]
+    if grant_id:
+        extras.append((GRANT_ID_EXTRA, (grant_id,)))
     for key, values in extras:
         name = b"impersonate-extra-" + escape_extra_key(key).encode("ascii")
         for value in values:

@@ -108,6 +108,24 @@ class Response:
         self._chunked = False
         self._no_body = False
         self.keep_alive = True
+        self._handler_task: asyncio.Task | None = None
+        # the head waits for the first body bytes (or the end) to leave in the same write: one
+        # TLS record and one syscall for a small response; it leaves on its own at the next
+        # turn of the event loop when the body is not ready yet (a watch waiting for events)
+        self._head: bytes | None = None
+
+    def cancel_on_abort(self, task: asyncio.Task) -> None:
+        """Cancel `task` (the handler) when the client goes away; ConnectionGone if it has."""
+        if self.aborted.is_set():
+            raise ConnectionGone("client went away")
+        self._handler_task = task
+
+    def abort(self) -> None:
+        """The client went away."""
+        self.aborted.set()
+        task = self._handler_task
+        if task is not None and not task.done():
+            task.cancel()
 
     async def start(self, status_code: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self.started:
@@ -138,8 +156,15 @@ class Response:
                 self.keep_alive = False   # HTTP/1.0: the body ends with the connection
         if not self.keep_alive:
             lines.append(b"connection: close")
-        proto._write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self._head = b"\r\n".join(lines) + b"\r\n\r\n"
+        proto._loop.call_soon(self.flush_head)
         await proto.flow.drain()
+
+    def flush_head(self) -> None:
+        """Write the head now if it still waits for body bytes."""
+        head, self._head = self._head, None
+        if head is not None:
+            self._protocol._write(head)
 
     async def write(self, data: bytes) -> None:
         if not self.started:
@@ -149,8 +174,11 @@ class Response:
         if not data or self._no_body:
             return
         self.bytes_out += len(data)
+        head, self._head = self._head, None
         if self._chunked:
-            self._protocol._write(b"%x\r\n" % len(data) + data + b"\r\n")
+            self._protocol._write(b"".join((head or b"", b"%x\r\n" % len(data), data, b"\r\n")))
+        elif head is not None:
+            self._protocol._write(head + data)
         else:
             self._protocol._write(data)
         await self._protocol.flow.drain()
@@ -161,8 +189,11 @@ class Response:
         if not self.started:
             raise RuntimeError("response not started")
         self.finished = True
+        head, self._head = self._head, None
         if self._chunked and not self.aborted.is_set():
-            self._protocol._write(b"0\r\n\r\n")
+            self._protocol._write(head + b"0\r\n\r\n" if head is not None else b"0\r\n\r\n")
+        elif head is not None:
+            self._protocol._write(head)
 
     async def upgrade(self, head: bytes) -> tuple[PipeReader, PipeWriter]:
         """Send the (upstream's) 101 head unchanged; the connection becomes a byte pipe. Bytes
@@ -254,7 +285,7 @@ class HTTP1Protocol(asyncio.Protocol):
         if self.flow is not None:
             self.flow.connection_lost()
         if self._response is not None:
-            self._response.aborted.set()
+            self._response.abort()
         if self._body is not None and not self._body_done:
             self._body.set_exception(ConnectionGone("client went away"))
         if self._pipe is not None:
@@ -310,6 +341,8 @@ class HTTP1Protocol(asyncio.Protocol):
             self.transport.write(data)
 
     def _close(self) -> None:
+        if self._response is not None:
+            self._response.flush_head()     # a started response shows its head before the close
         self.phase = CLOSED if self.phase != UPGRADED else self.phase
         self._cancel_timer()
         if self.transport is not None:

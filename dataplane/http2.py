@@ -204,6 +204,7 @@ class H2Response:
         self.status: int | None = None
         self.bytes_out = 0
         self.keep_alive = True                # meaningless on h2; the pipeline may clear it
+        self._handler_task: asyncio.Task | None = None
 
     async def start(self, status_code: int, headers: list[tuple[bytes, bytes]]) -> None:
         if self.started:
@@ -244,6 +245,11 @@ class H2Response:
     async def upgrade(self, head: bytes):
         raise ConnectionGone("HTTP/2 streams are never upgraded")
 
+    def cancel_on_abort(self, task: asyncio.Task) -> None:
+        """Cancel `task` (the handler) when the stream or connection goes; ConnectionGone if it has."""
+        self._check()
+        self._handler_task = task
+
     async def send_status(self, err: status.StatusError,
                           extra: list[tuple[bytes, bytes]] = ()) -> None:
         body = err.body
@@ -257,6 +263,12 @@ class H2Response:
     def abort(self) -> None:
         self.aborted.set()
         self.window.set()
+        _cancel(self._handler_task)
+
+
+def _cancel(task: asyncio.Task | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
 
 
 @dataclass

@@ -8,7 +8,12 @@ snapshot's authenticator, and each of its exchanges has its decision taken again
 attributes. An exchange that fails either is revoked: its task is interrupted where it waits on
 the upstream (never in the middle of a write downstream, so no frame or chunk is torn) and the
 pipeline then ends it cleanly. The cost is one authentication per live identity and one cached
-decision per live exchange per update; nothing per byte.
+decision per live exchange per update; nothing per byte. A snapshot that turns a cluster's
+`kubectl_enabled` off (or makes it read-only) ends its exchanges the same way: the new decision
+refuses them.
+
+It also counts each principal's concurrent upgrade sessions and watches, for the caps of the
+snapshot's settings (max_exec_sessions, max_watches).
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ class LiveExchange:
     info: Any                           # the request attributes the decision was taken for
     kind: str                           # watch, logs, stream, or the upgrade's subresource
     task: asyncio.Task
+    source: str = ""                    # the caller's address: policy conditions may read it
     peer_cert: Any = field(default=None, repr=False)
     authorization: bytes | None = field(default=None, repr=False)   # a secret: kept, never shown
     revoked: str = ""                   # why it was revoked ("" while it may run)
@@ -74,17 +80,19 @@ def _key(identity: Identity) -> tuple:
 class LiveExchanges:
     """The live exchanges of one worker; `check` runs on every swap of `holder`."""
 
-    def __init__(self, holder, metrics):
+    def __init__(self, holder, metrics, oidc=None):
         self._holder = holder
         self._metrics = metrics
+        self._oidc = oidc                 # the worker's OIDCVerifier (with --oidc-issuer-url)
         self._by_identity: dict[tuple, set[LiveExchange]] = {}
+        self._slots: dict[tuple[str, str], int] = {}      # (principal, "session" | "watch") → in use
         holder.subscribe(self.check)
 
     def open(self, snapshot, *, identity: Identity, effective: Identity, impersonation, cluster: str, info,
-             kind: str, peer_cert, authorization: bytes | None) -> LiveExchange:
+             kind: str, peer_cert, authorization: bytes | None, source: str = "") -> LiveExchange:
         """Register the current task's exchange, decided with `snapshot`."""
         live = LiveExchange(identity, effective, impersonation, cluster, info, kind, asyncio.current_task(),
-                            peer_cert=peer_cert, authorization=authorization)
+                            source=source, peer_cert=peer_cert, authorization=authorization)
         self._by_identity.setdefault(_key(identity), set()).add(live)
         current = self._holder.current
         if current is not None and current is not snapshot:
@@ -100,6 +108,23 @@ class LiveExchanges:
             if not exchanges:
                 del self._by_identity[key]
 
+    def take_slot(self, principal: str, kind: str, limit: int) -> tuple[str, str] | None:
+        """Count one more `kind` ("session" or "watch") for `principal`; None, counting nothing,
+        when `limit` (> 0) are already in use. Give the slot back with `release_slot`."""
+        slot = (principal, kind)
+        in_use = self._slots.get(slot, 0)
+        if limit > 0 and in_use >= limit:
+            return None
+        self._slots[slot] = in_use + 1
+        return slot
+
+    def release_slot(self, slot: tuple[str, str]) -> None:
+        left = self._slots[slot] - 1
+        if left:
+            self._slots[slot] = left
+        else:
+            del self._slots[slot]
+
     def __len__(self) -> int:
         return sum(len(exchanges) for exchanges in self._by_identity.values())
 
@@ -114,7 +139,7 @@ class LiveExchanges:
             return
         first = running[0]
         try:
-            caller = snapshot.authenticator.authenticate(first.peer_cert, first.authorization)
+            caller = snapshot.authenticator.authenticate(first.peer_cert, first.authorization, self._oidc)
         except AuthenticationError as exc:
             for live in running:
                 self._end(live, f"authentication refused: {exc.reason}")
@@ -138,8 +163,9 @@ def _refusal(snapshot, caller: Identity, live: LiveExchange) -> str:
     effective = caller
     if live.impersonation is not None:
         for resource, name, namespace in live.impersonation.checks():
-            if not snapshot.policy.decide_impersonation(caller, cluster, resource, name, namespace).allowed:
+            if not snapshot.policy.decide_impersonation(caller, cluster, resource, name, namespace,
+                                                        source=live.source).allowed:
                 return "impersonation no longer allowed"
         effective = live.effective
-    decision = snapshot.policy.decide(effective, cluster, live.info)
+    decision = snapshot.policy.decide(effective, cluster, live.info, source=live.source)
     return "" if decision.allowed else f"no longer allowed: {decision.reason}"

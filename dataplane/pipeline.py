@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from . import routing, status
 from .flow import ConnectionGone
 from .identity import AuthenticationError, Identity
 from .liveexchanges import LiveExchanges, Revoked
+from .oidc import KeysPending, OIDCVerifier
 from .policy import Decision, forbidden_message
 from .splice import SpliceStats, splice
 from .status import StatusError
@@ -83,11 +85,21 @@ class _Context:
     session: SpliceStats | None = None
     bytes_out: int = 0
     revoked: str = ""          # why a revocation ended the stream or session
+    upstream_groups: tuple[str, ...] = ()   # the caller's groups after group compaction
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    return datetime.datetime.fromtimestamp(second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
+    """UTC with milliseconds ("2026-11-23T09:40:00.123Z"); the date part is formatted once a second."""
+    second = int(ts)
+    micro = round((ts - second) * 1_000_000)    # as datetime.fromtimestamp rounds, then truncate
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    return f"{_iso_second(second)}.{micro // 1000:03d}Z"
 
 
 class Gateway:
@@ -97,27 +109,22 @@ class Gateway:
         self.audit = audit
         self.metrics = metrics
         self.upstreams = upstreams
-        self.live = LiveExchanges(holder, metrics)
+        self.oidc = OIDCVerifier.from_config(config)
+        self.live = LiveExchanges(holder, metrics, self.oidc)
 
     # -- the chain ----------------------------------------------------------------------------------
     async def handle(self, request: Request, response) -> None:
         ctx = _Context(id=str(uuid.uuid4()), started=time.monotonic(), wall=time.time(), request=request)
         self.metrics.requests_in_flight.inc()
         try:
-            work = asyncio.ensure_future(self._serve(ctx, request, response))
-            gone = asyncio.ensure_future(response.aborted.wait())
-            try:
-                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                gone.cancel()
-                if not work.done():           # the client went away: cancel the upstream side
-                    ctx.error = ctx.error or "client went away"
-                    work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
-                if work.done() and not work.cancelled() and work.exception() is not None:
-                    exc = work.exception()
-                    if not isinstance(exc, ConnectionError):
-                        raise exc
+            # the protocol cancels this task when the client goes away (connection lost, stream
+            # reset), which ends the upstream side with it
+            response.cancel_on_abort(asyncio.current_task())
+            await self._serve(ctx, request, response)
+        except (asyncio.CancelledError, ConnectionError):
+            if response.aborted.is_set():
+                ctx.error = ctx.error or "client went away"
+            raise
         finally:
             self.metrics.requests_in_flight.dec()
             if not ctx.audited:
@@ -130,7 +137,11 @@ class Gateway:
             snapshot = self.holder.current
             if snapshot is None:
                 raise status.unavailable("the gateway has no policy snapshot loaded yet", retry_after=5)
-            identity = self._authenticate(ctx, snapshot, request)
+            try:
+                identity = self._authenticate(ctx, snapshot, request)
+            except KeysPending as pending:     # an OIDC issuer's keys are on their way
+                await pending.wait()
+                identity = self._authenticate(ctx, snapshot, request, may_wait=False)
             route, cluster = self._route(ctx, snapshot, request)
             info = self._attributes(ctx, request, route)
             effective = self._impersonation(ctx, snapshot, identity, cluster, request)
@@ -138,17 +149,25 @@ class Gateway:
             if getattr(cluster, "tunnel", False):
                 raise status.unavailable(f'cluster "{cluster.name}" is reachable only through an agent '
                                          "tunnel, which this gateway does not serve yet")
-            await self._forward(ctx, snapshot, request, response)
+            slot = self._take_slot(ctx, snapshot, request, info)
+            try:
+                await self._forward(ctx, snapshot, request, response)
+            finally:
+                if slot is not None:
+                    self.live.release_slot(slot)
         except StatusError as err:
             await self._answer_status(ctx, response, err)
 
-    def _authenticate(self, ctx: _Context, snapshot, request: Request) -> Identity:
+    def _authenticate(self, ctx: _Context, snapshot, request: Request, may_wait: bool = True) -> Identity:
         values = hdrs.header_values(request.headers, b"authorization")
         if len(values) > 1:
             raise status.bad_request("more than one Authorization header")
         try:
-            identity = snapshot.authenticator.authenticate(request.peer_cert, values[0] if values else None)
+            identity = snapshot.authenticator.authenticate(request.peer_cert, values[0] if values else None,
+                                                           self.oidc)
         except AuthenticationError as exc:
+            if may_wait and isinstance(exc, KeysPending):
+                raise
             ctx.authn_failure = exc.reason
             self.metrics.authn_failures_total.labels(reason=exc.reason).inc()
             raise status.unauthorized() from None
@@ -177,25 +196,28 @@ class Gateway:
         if wanted is None:
             return identity
         for resource, name, namespace in wanted.checks():
-            decision = snapshot.policy.decide_impersonation(identity, cluster, resource, name, namespace)
+            decision = snapshot.policy.decide_impersonation(identity, cluster, resource, name, namespace,
+                                                            source=request.client[0])
             if not decision.allowed:
                 ctx.decision = decision
                 self.metrics.decisions_total.labels(result="deny").inc()
                 base, _, sub = resource.partition("/")
                 group = "" if base in ("users", "groups", "serviceaccounts") else "authentication.k8s.io"
                 attrs = _ImpersonationAttributes("impersonate", group, base, sub, name, namespace)
-                raise status.forbidden(forbidden_message(identity, attrs),
+                raise status.forbidden(forbidden_message(identity, attrs, decision.reason if decision.explained else ""),
                                        details={"name": name, "group": group, "kind": base})
         ctx.impersonation = wanted
         effective = Identity(user=wanted.user, groups=wanted.effective_groups(), uid=wanted.uid,
                              method=identity.method, component="",
-                             credential_id=identity.credential_id)
+                             credential_id=identity.credential_id, channel=identity.channel,
+                             session=identity.session)
         ctx.effective = effective
         return effective
 
     def _decide(self, ctx: _Context, snapshot, effective: Identity, cluster, info) -> None:
-        decision = snapshot.policy.decide(effective, cluster, info)
+        decision = snapshot.policy.decide(effective, cluster, info, source=ctx.request.client[0])
         ctx.decision = decision
+        ctx.upstream_groups = snapshot.policy.upstream_groups(ctx.identity.groups, cluster)
         self.metrics.decisions_total.labels(result="allow" if decision.allowed else "deny").inc()
         if not decision.allowed:
             details: dict[str, Any] = {"kind": info.resource} if info.is_resource_request else {}
@@ -203,7 +225,23 @@ class Gateway:
                 if info.name:
                     details["name"] = info.name
                 details["group"] = info.api_group
-            raise status.forbidden(forbidden_message(effective, info), details=details or None)
+            raise status.forbidden(forbidden_message(effective, info, decision.reason if decision.explained else ""),
+                                   details=details or None)
+
+    def _take_slot(self, ctx: _Context, snapshot, request: Request, info):
+        """Per-principal caps of the snapshot's settings: 429 beyond max_exec_sessions upgrade
+        sessions or max_watches watches at once on this worker."""
+        if request.upgrade is not None:
+            kind, limit, what = "session", snapshot.policy.max_exec_sessions, "exec/attach/port-forward sessions"
+        elif info.verb == "watch":
+            kind, limit, what = "watch", snapshot.policy.max_watches, "watches"
+        else:
+            return None
+        slot = self.live.take_slot(ctx.identity.user, kind, limit)
+        if slot is None:
+            raise status.too_many_requests(f"user {ctx.identity.user!r} already has {limit} concurrent {what} "
+                                           "through this gateway")
+        return slot
 
     # -- forwarding -----------------------------------------------------------------------------------
     def _upstream_request(self, ctx: _Context, request: Request, tls, token):
@@ -213,7 +251,7 @@ class Gateway:
         if wanted is not None:
             imp = hdrs.Impersonate(wanted.user, wanted.groups, wanted.uid, wanted.extra)
         else:
-            imp = hdrs.Impersonate(identity.user, tuple(identity.groups), identity.uid)
+            imp = hdrs.Impersonate(identity.user, ctx.upstream_groups, identity.uid)
         body = request.body
         if body.chunked:
             framing = (b"transfer-encoding", b"chunked")
@@ -227,7 +265,7 @@ class Gateway:
         headers = hdrs.upstream_request_headers(
             request.headers, host=tls.endpoint.host_header, token=token, impersonate=imp,
             request_id=ctx.id, client_ip=request.client[0], upgrade=upgrade,
-            body_framing=framing)
+            body_framing=framing, grant_id=ctx.decision.grant_id)
         return tls.endpoint.base_path + ctx.route.upstream_target, headers
 
     async def _pump_body(self, request: Request, conn) -> None:
@@ -240,19 +278,24 @@ class Gateway:
         await conn.end_body()
 
     async def _exchange(self, ctx: _Context, snapshot, request: Request):
-        """Send the request upstream and return (conn, response head, body pump task)."""
+        """Send the request upstream and return (conn, response head, body pump task or None
+        when there is no body: then nothing runs beside the wait for the head)."""
         cluster = ctx.cluster
         for attempt in (0, 1):
             try:
                 tls = self.upstreams.cluster_tls(cluster, snapshot.revision)
                 conn = await self.upstreams.acquire(cluster, snapshot.revision, fresh=attempt > 0,
-                                                    upgrade=request.upgrade is not None)
+                                                    upgrade=request.upgrade is not None,
+                                                    long_lived=bool(self._stream_kind(ctx.info)))
             except UpstreamUnavailable as exc:
                 self.metrics.upstream_errors_total.labels(cluster=cluster.name, reason="unreachable").inc()
                 raise status.cluster_unreachable(cluster.name, exc.reason) from None
             pump = head_wait = None
             try:
                 conn.send_request(request.method, *self._upstream_request(ctx, request, tls, tls.token))
+                if request.body.empty:
+                    await conn.end_body()
+                    return conn, await conn.read_head(), None
                 pump = asyncio.ensure_future(self._pump_body(request, conn))
                 head_wait = asyncio.ensure_future(conn.read_head())
                 done, _ = await asyncio.wait({pump, head_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -332,16 +375,13 @@ class Gateway:
             await response.end()
             if ctx.revoked:
                 return
-            if not pump.done():
-                if request.body.empty:
-                    await pump
-                else:
-                    pump.cancel()    # the response ended before the request body: do not reuse
+            if pump is not None and not pump.done():
+                pump.cancel()    # the response ended before the request body: do not reuse
             clean = True
         finally:
-            if not pump.done():
+            if pump is not None and not pump.done():
                 pump.cancel()
-            if clean and pump.done() and not pump.cancelled() and pump.exception() is None:
+            if clean and (pump is None or (pump.done() and not pump.cancelled() and pump.exception() is None)):
                 self.upstreams.release(conn)
             else:
                 self.upstreams.discard(conn)
@@ -351,7 +391,7 @@ class Gateway:
         authorization = hdrs.header_values(request.headers, b"authorization")
         return self.live.open(snapshot, identity=ctx.identity, effective=ctx.effective,
                               impersonation=ctx.impersonation, cluster=ctx.cluster.name, info=ctx.info,
-                              kind=kind, peer_cert=request.peer_cert,
+                              kind=kind, peer_cert=request.peer_cert, source=request.client[0],
                               authorization=authorization[0] if authorization else None)
 
     async def _splice(self, ctx: _Context, snapshot, request: Request, response, conn) -> None:
@@ -438,6 +478,8 @@ class Gateway:
             "reason": decision.reason if decision else (ctx.error or ""),
             "binding": decision.binding if decision else "",
             "role": decision.role if decision else "",
+            "decision_by": decision.decided_by() if decision else {},
+            "break_glass": decision.break_glass if decision else False,
             "code": ctx.code,
             "duration_ms": round((time.monotonic() - ctx.started) * 1000, 3),
             "bytes_in": getattr(request.body, "bytes_read", 0),

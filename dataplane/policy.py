@@ -1,4 +1,5 @@
-"""Edge RBAC: the snapshot's roles and bindings compiled into a per-cluster, per-subject index.
+"""Edge policy: the snapshot's roles and bindings (docs/policy.md) compiled into an index by the
+native backend (native/policy.py), and its results turned into `Decision`s with provenance.
 
 Rule semantics follow Kubernetes' rbac/v1 `RuleAllows` (verbs, API groups, resources with
 `*/sub`, resource names, non-resource URL globs) plus two AccessPoint extensions: `namespaces`
@@ -7,16 +8,19 @@ A `CompiledPolicy` belongs to one snapshot; its decision cache dies with it.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from dataplane.identity import Identity
+from native.policy import KUBECTL_DISABLED, NO_MATCH, READ_ONLY, UNKNOWN_CLUSTER, PolicyIndex
 
 if TYPE_CHECKING:
     from dataplane.snapshot import Cluster
 
 DECISION_CACHE_LIMIT = 100_000
-ALL = "*"
+# kept by group compaction whatever policy names: Kubernetes itself grants by it
+ALWAYS_FORWARDED_GROUPS = frozenset({"system:authenticated"})
 
 
 class RequestAttributes(Protocol):
@@ -35,9 +39,21 @@ class RequestAttributes(Protocol):
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
-    reason: str               # e.g. 'binding "devs-view" (role "viewer")' or 'no rule allows'
-    binding: str = ""
+    reason: str               # e.g. 'binding "devs-view" (role "viewer")' or 'no binding allows …'
+    binding: str = ""         # provenance: the binding that decided ("" when no binding did)
     role: str = ""
+    effect: str = ""          # "allow" | "deny" of that binding
+    grant_kind: str = ""      # "binding" | "access_request" | "break_glass"
+    grant_id: str = ""        # the access request or break-glass activation (a binding: its name)
+    break_glass: bool = False  # a break-glass grant allowed the request
+    explained: bool = False   # the reason is worth showing the caller (kill switch, deny binding)
+
+    def decided_by(self) -> dict[str, str]:
+        """The audit event's `decision_by` (empty when no binding decided)."""
+        if not self.binding:
+            return {}
+        return {"binding": self.binding, "role": self.role, "effect": self.effect,
+                "grant_kind": self.grant_kind, "grant_id": self.grant_id}
 
 
 @dataclass(frozen=True)
@@ -54,120 +70,57 @@ class _Attributes:
     is_resource_request: bool = True
 
 
-@dataclass(frozen=True)
-class Rule:
-    verbs: frozenset[str]
-    api_groups: frozenset[str]
-    resources: frozenset[str]
-    resource_names: frozenset[str]
-    namespaces: frozenset[str]
-    non_resource_urls: tuple[str, ...]
-
-    @classmethod
-    def from_data(cls, rule: Mapping[str, Any]) -> "Rule":
-        return cls(
-            verbs=frozenset(rule.get("verbs", ())),
-            api_groups=frozenset(rule.get("api_groups", ())),
-            resources=frozenset(rule.get("resources", ())),
-            resource_names=frozenset(rule.get("resource_names", ())),
-            namespaces=frozenset(rule.get("namespaces", ())),
-            non_resource_urls=tuple(rule.get("non_resource_urls", ())),
-        )
-
-    def allows(self, info: RequestAttributes) -> bool:
-        if not (ALL in self.verbs or info.verb in self.verbs):
-            return False
-        if not info.is_resource_request:
-            return self._url_matches(info.path)
-        return (
-            (ALL in self.api_groups or info.api_group in self.api_groups)
-            and self._resource_matches(info.resource, info.subresource)
-            # As in Kubernetes: a named rule never matches a request without a name (create, list).
-            and (not self.resource_names or info.name in self.resource_names)
-            and self._namespace_matches(info.namespace)
-        )
-
-    def _resource_matches(self, resource: str, subresource: str) -> bool:
-        resources = self.resources
-        if ALL in resources:
-            return True
-        if not subresource:
-            return resource in resources
-        return (
-            f"{resource}/{subresource}" in resources
-            or f"*/{subresource}" in resources
-            or f"{resource}/*" in resources
-        )
-
-    def _namespace_matches(self, namespace: str) -> bool:
-        if not self.namespaces:
-            return True
-        # A namespace-restricted rule must not grant cluster-scoped requests (that would reach
-        # every namespace at once, e.g. list pods across all namespaces).
-        return bool(namespace) and (ALL in self.namespaces or namespace in self.namespaces)
-
-    def _url_matches(self, path: str) -> bool:
-        for pattern in self.non_resource_urls:
-            if pattern == ALL or pattern == path:
-                return True
-            if pattern.endswith(ALL) and path.startswith(pattern.rstrip(ALL)):
-                return True
-        return False
-
-
-@dataclass(frozen=True)
-class _Grant:
-    """One binding as it applies on a cluster: its order in the snapshot decides ties."""
-
-    order: int
-    binding: str
-    role: str
-    rules: tuple[Rule, ...]
-
-
-def selector_matches(selector: Mapping[str, Any], cluster: "Cluster") -> bool:
-    """A binding's `clusters` selector: listed names (`*` = all) or every label key=value."""
-    names = selector.get("names") or ()
-    if ALL in names or cluster.name in names:
-        return True
-    labels = selector.get("selector") or {}
-    # An empty selector selects nothing: granting every cluster must be spelled `names: ["*"]`.
-    return bool(labels) and all(cluster.labels.get(key) == value for key, value in labels.items())
+def _binding_decision(binding: Mapping[str, Any]) -> Decision:
+    grant = binding.get("grant") or {}
+    kind = grant.get("kind", "binding")
+    grant_id = grant.get("id") or binding["name"]
+    deny = binding.get("effect", "allow") == "deny"
+    name, role = binding["name"], binding["role"]
+    reason = f'{"deny binding" if deny else "binding"} "{name}" (role "{role}")'
+    if kind != "binding":
+        reason += f' from {kind.replace("_", " ")} "{grant_id}"'
+    return Decision(allowed=not deny, reason=reason, binding=name, role=role,
+                    effect="deny" if deny else "allow", grant_kind=kind, grant_id=grant_id,
+                    break_glass=kind == "break_glass" and not deny, explained=deny)
 
 
 class CompiledPolicy:
-    def __init__(self, snapshot_data: Mapping[str, Any], clusters: Mapping[str, "Cluster"]):
-        roles = {role["name"]: tuple(Rule.from_data(r) for r in role.get("rules", ()))
-                 for role in snapshot_data.get("roles", ())}
-        # cluster name → subject key ("user:bob", "group:devs", "service:cd") → grants in order
-        self._index: dict[str, dict[str, list[_Grant]]] = {name: {} for name in clusters}
-        for order, binding in enumerate(snapshot_data.get("bindings", ())):
-            grant = _Grant(order, binding["name"], binding["role"], roles[binding["role"]])
-            selector = binding.get("clusters") or {}
-            for cluster in clusters.values():
-                if not selector_matches(selector, cluster):
-                    continue
-                by_subject = self._index[cluster.name]
-                for subject in binding.get("subjects", ()):
-                    by_subject.setdefault(f"{subject['kind']}:{subject['name']}", []).append(grant)
-        self._cache: dict[tuple, Decision] = {}
+    def __init__(self, snapshot_data: Mapping[str, Any]):
+        self._index = PolicyIndex(snapshot_data, DECISION_CACHE_LIMIT)
+        bindings = snapshot_data.get("bindings", ())
+        # one Decision per binding, built once: a cache hit allocates nothing
+        self._decisions = tuple(_binding_decision(binding) for binding in bindings)
+        settings = snapshot_data.get("settings") or {}
+        self.group_compaction: bool = settings.get("group_compaction", False)
+        self.max_exec_sessions: int = settings.get("max_exec_sessions", 0)
+        self.max_watches: int = settings.get("max_watches", 0)
+        self._named_groups = frozenset(subject["name"] for binding in bindings
+                                       for subject in binding.get("subjects", ()) if subject["kind"] == "group")
+        self._upstream_groups = {c["name"]: frozenset(c.get("upstream_groups", ()))
+                                 for c in snapshot_data.get("clusters", ())}
 
-    def decide(self, identity: Identity, cluster: "Cluster", info: RequestAttributes) -> Decision:
-        key = (
-            identity.user, identity.groups, identity.component, cluster.name,
-            info.is_resource_request, info.verb, info.api_group, info.resource, info.subresource,
-            info.namespace, info.name, "" if info.is_resource_request else info.path,
-        )
-        decision = self._cache.get(key)
-        if decision is None:
-            decision = self._evaluate(identity, cluster, info)
-            if len(self._cache) >= DECISION_CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[key] = decision
-        return decision
+    @property
+    def cache_size(self) -> int:
+        return self._index.cache_size
+
+    def decide(self, identity: Identity, cluster: "Cluster", info: RequestAttributes, *,
+               source: str = "", now: float | None = None) -> Decision:
+        """Decide `info` by `identity` on `cluster`, asked from address `source` at `now`."""
+        code = self._index.decide(identity.user, identity.groups, identity.component, identity.channel,
+                                  cluster.name, info, source, time.time() if now is None else now)
+        if code >= 0:
+            return self._decisions[code]
+        if code == NO_MATCH:
+            return Decision(False, f"no binding allows {describe(info)} on cluster {cluster.name!r}")
+        if code == KUBECTL_DISABLED:
+            return Decision(False, f'cluster "{cluster.name}" has kubectl access disabled', explained=True)
+        if code == READ_ONLY:
+            return Decision(False, f'cluster "{cluster.name}" is read-only', explained=True)
+        assert code == UNKNOWN_CLUSTER, code
+        return Decision(False, f"cluster {cluster.name!r} is not in this snapshot")
 
     def decide_impersonation(self, identity: Identity, cluster: "Cluster", resource: str, name: str,
-                             namespace: str = "") -> Decision:
+                             namespace: str = "", *, source: str = "", now: float | None = None) -> Decision:
         """May `identity` send `Impersonate-*` for `resource` (users, groups, uids,
         serviceaccounts, userextras/<key>) with value `name`? Mirrors Kubernetes' checks."""
         base, _, subresource = resource.partition("/")
@@ -179,21 +132,16 @@ class CompiledPolicy:
             return Decision(False, f"unknown impersonation resource {resource!r}")
         attributes = _Attributes(verb="impersonate", api_group=api_group, resource=base,
                                  subresource=subresource, name=name, namespace=namespace)
-        return self.decide(identity, cluster, attributes)
+        return self.decide(identity, cluster, attributes, source=source, now=now)
 
-    def _evaluate(self, identity: Identity, cluster: "Cluster", info: RequestAttributes) -> Decision:
-        by_subject = self._index.get(cluster.name)
-        if by_subject is None:
-            return Decision(False, f"cluster {cluster.name!r} is not in this snapshot")
-        grants: list[_Grant] = []
-        for subject in subject_keys(identity):
-            grants.extend(by_subject.get(subject, ()))
-        grants.sort(key=lambda grant: grant.order)  # the first binding in snapshot order names the allow
-        for grant in grants:
-            if any(rule.allows(info) for rule in grant.rules):
-                return Decision(True, f'binding "{grant.binding}" (role "{grant.role}")',
-                                grant.binding, grant.role)
-        return Decision(False, f"no binding allows {describe(info)} on cluster {cluster.name!r}")
+    def upstream_groups(self, groups: tuple[str, ...], cluster: "Cluster") -> tuple[str, ...]:
+        """The caller's groups to impersonate upstream: with settings.group_compaction, only those
+        that some binding names or the cluster's own RBAC names (upstream_groups)."""
+        if not self.group_compaction:
+            return groups
+        cluster_groups = self._upstream_groups.get(cluster.name, frozenset())
+        return tuple(group for group in groups if group in self._named_groups or group in cluster_groups
+                     or group in ALWAYS_FORWARDED_GROUPS)
 
 
 def subject_keys(identity: Identity) -> list[str]:
@@ -243,9 +191,10 @@ def go_quote(text: str) -> str:
     return "".join(out)
 
 
-def forbidden_message(identity: Identity, info: RequestAttributes) -> str:
+def forbidden_message(identity: Identity, info: RequestAttributes, reason: str = "") -> str:
     """The message of the API server's 403 Status: apierrors.NewForbidden around
-    responsewriters.forbiddenMessage (k8s.io/apiserver, endpoints/handlers/responsewriters)."""
+    responsewriters.forbiddenMessage (k8s.io/apiserver, endpoints/handlers/responsewriters),
+    which appends the authorizer's `reason` after ": " when there is one."""
     user = go_quote(identity.user)
     if not info.is_resource_request:
         detail = f"User {user} cannot {info.verb} path {go_quote(info.path)}"
@@ -253,6 +202,8 @@ def forbidden_message(identity: Identity, info: RequestAttributes) -> str:
         resource = f"{info.resource}/{info.subresource}" if info.subresource else info.resource
         detail = f"User {user} cannot {info.verb} resource {go_quote(resource)} in API group {go_quote(info.api_group)}"
         detail += f" in the namespace {go_quote(info.namespace)}" if info.namespace else " at the cluster scope"
+    if reason:
+        detail += f": {reason}"
     detail = detail.translate(_HTML_SANITISER)
     group_resource = info.resource if not info.api_group else f"{info.resource}.{info.api_group}"
     if not info.is_resource_request or not group_resource:

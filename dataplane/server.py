@@ -148,7 +148,7 @@ class Worker:
             secrets_dir=config.secrets_dir, dial_timeout=config.upstream_dial_timeout,
             max_idle=config.upstream_pool_size, idle_timeout=config.upstream_idle_timeout,
             resolve_credential=resolve_credential, ping_interval=config.upstream_ping_interval,
-            ping_timeout=config.upstream_ping_timeout)
+            ping_timeout=config.upstream_ping_timeout, http2=config.upstream_http2)
         self.gateway = Gateway(self.holder, config, self.audit, self.metrics, self.upstreams)
         self.server = GatewayServer(config, self.gateway)
         self.admin: asyncio.AbstractServer | None = None

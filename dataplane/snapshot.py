@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from dataplane import identity, policy
 from dataplane.signing import key_id
+from native import _policyspec as policyspec
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Cluster:
     credential: Credential
     identity_mode: str
     kubectl_enabled: bool
+    read_only: bool = False
+    upstream_groups: tuple[str, ...] = ()     # groups the cluster's own RBAC names (group compaction)
 
 
 class Snapshot:
@@ -86,7 +89,7 @@ class Snapshot:
         self.revision: int = data["revision"]
         self.issued_at: str = data["issued_at"]
         self.clusters: dict[str, Cluster] = {c["name"]: _cluster(c) for c in data["clusters"]}
-        self.policy = policy.CompiledPolicy(data, self.clusters)
+        self.policy = policy.CompiledPolicy(data)
         self.authenticator = identity.Authenticator(data)
 
     def with_revocations(self, revocations: Mapping[str, Iterable[str]]) -> Snapshot:
@@ -116,6 +119,8 @@ def _cluster(c: Mapping[str, Any]) -> Cluster:
                               cert_ref=cred.get("cert_ref", ""), key_ref=cred.get("key_ref", "")),
         identity_mode=c.get("identity_mode", "impersonate"),
         kubectl_enabled=c.get("kubectl_enabled", True),
+        read_only=c.get("read_only", False),
+        upstream_groups=tuple(c.get("upstream_groups", ())),
     )
 
 
@@ -273,6 +278,7 @@ def validate(data: Any) -> None:
     _unique_names(data.get("bindings", []), "bindings", lambda b, w: _check_binding(b, w, roles))
     _check_tokens(data.get("tokens", []))
     _check_revocations(data.get("revocations", {}))
+    _check_settings(data.get("settings", {}))
 
 
 def _expect(value: Any, kind: type, where: str) -> None:
@@ -326,7 +332,9 @@ def _non_empty(obj: Mapping[str, Any], field: str, where: str) -> None:
 
 def _check_cluster(c: Any, where: str) -> None:
     _fields(c, where, {"name": str, "endpoint": str, "credential": dict},
-            {"labels": dict, "tunnel": bool, "ca_bundle": str, "identity_mode": str, "kubectl_enabled": bool})
+            {"labels": dict, "tunnel": bool, "ca_bundle": str, "identity_mode": str, "kubectl_enabled": bool,
+             "read_only": bool, "upstream_groups": list})
+    _strings(c.get("upstream_groups", []), f"{where}.upstream_groups")
     if not _CLUSTER_NAME.match(c["name"]):
         raise SnapshotError(f"{where}.name {c['name'][:64]!r} must be lower-case letters, digits, '.', '_' or '-'")
     for key, value in c.get("labels", {}).items():
@@ -404,7 +412,8 @@ def _check_rule(rule: Any, where: str) -> None:
 
 
 def _check_binding(binding: Any, where: str, roles: set[str]) -> None:
-    _fields(binding, where, {"name": str, "role": str, "subjects": list, "clusters": dict}, {})
+    _fields(binding, where, {"name": str, "role": str, "subjects": list, "clusters": dict},
+            {"effect": str, "valid_from": str, "valid_until": str, "conditions": dict, "grant": dict})
     _non_empty(binding, "name", where)
     if binding["role"] not in roles:
         raise SnapshotError(f"{where}.role names a missing role {binding['role']!r}")
@@ -415,10 +424,96 @@ def _check_binding(binding: Any, where: str, roles: set[str]) -> None:
             raise SnapshotError(f"{label}.kind must be one of {', '.join(sorted(SUBJECT_KINDS))}")
         _non_empty(subject, "name", label)
     selector = binding["clusters"]
-    _fields(selector, f"{where}.clusters", {}, {"names": list, "selector": dict})
+    _fields(selector, f"{where}.clusters", {}, {"names": list, "selector": dict, "match_expressions": list})
     _strings(selector.get("names", []), f"{where}.clusters.names")
     for key, value in selector.get("selector", {}).items():
         _expect(value, str, f"{where}.clusters.selector.{key}")
+    for index, expression in enumerate(selector.get("match_expressions", [])):
+        _check_match_expression(expression, f"{where}.clusters.match_expressions[{index}]")
+    if binding.get("effect", "allow") not in policyspec.EFFECTS:
+        raise SnapshotError(f"{where}.effect must be one of {', '.join(policyspec.EFFECTS)}")
+    _check_validity(binding, where)
+    if "conditions" in binding:
+        _check_conditions(binding["conditions"], f"{where}.conditions")
+    if "grant" in binding:
+        _check_grant(binding["grant"], f"{where}.grant")
+
+
+def _check_match_expression(expression: Any, where: str) -> None:
+    _fields(expression, where, {"key": str, "operator": str}, {"values": list})
+    _non_empty(expression, "key", where)
+    operator = expression["operator"]
+    if operator not in policyspec.OPERATORS:
+        raise SnapshotError(f"{where}.operator must be one of {', '.join(policyspec.OPERATORS)}")
+    values = _strings(expression.get("values", []), f"{where}.values", allow_empty_items=True)
+    # Kubernetes' label-selector rules: In/NotIn need values, Exists/DoesNotExist take none.
+    if operator in ("In", "NotIn") and not values:
+        raise SnapshotError(f"{where}.values must not be empty for operator {operator}")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise SnapshotError(f"{where}.values must be empty for operator {operator}")
+
+
+def _check_validity(binding: Mapping[str, Any], where: str) -> None:
+    bounds = {}
+    for field in ("valid_from", "valid_until"):
+        if field in binding:
+            try:
+                bounds[field] = policyspec.parse_time(binding[field])
+            except ValueError:
+                raise SnapshotError(f"{where}.{field} must be a UTC time like 2026-11-23T08:00:00Z") from None
+    if len(bounds) == 2 and bounds["valid_from"] >= bounds["valid_until"]:
+        raise SnapshotError(f"{where}.valid_from must be before valid_until")
+
+
+def _check_conditions(conditions: Any, where: str) -> None:
+    _fields(conditions, where, {}, {"source_cidrs": list, "channels": list, "schedule": dict})
+    for index, cidr in enumerate(_strings(conditions.get("source_cidrs", []), f"{where}.source_cidrs")):
+        try:
+            policyspec.parse_cidr(cidr)
+        except ValueError:
+            raise SnapshotError(f"{where}.source_cidrs[{index}] must be a network like 10.0.0.0/8 "
+                                "(no host bits set)") from None
+    for index, channel in enumerate(_strings(conditions.get("channels", []), f"{where}.channels")):
+        if channel not in policyspec.CHANNELS:
+            raise SnapshotError(f"{where}.channels[{index}] must be one of {', '.join(policyspec.CHANNELS)}")
+    if "schedule" in conditions:
+        _check_schedule(conditions["schedule"], f"{where}.schedule")
+
+
+def _check_schedule(schedule: Any, where: str) -> None:
+    _fields(schedule, where, {}, {"days": list, "start": str, "end": str})
+    days = _strings(schedule.get("days", []), f"{where}.days")
+    for index, day in enumerate(days):
+        if day not in policyspec.DAYS:
+            raise SnapshotError(f"{where}.days[{index}] must be one of {', '.join(policyspec.DAYS)}")
+    if len(set(days)) != len(days):
+        raise SnapshotError(f"{where}.days must not repeat a day")
+    times = {}
+    for field, default in (("start", "00:00"), ("end", "24:00")):
+        try:
+            times[field] = policyspec.parse_time_of_day(schedule.get(field, default), end=field == "end")
+        except ValueError:
+            raise SnapshotError(f"{where}.{field} must be a UTC time of day HH:MM") from None
+    if times["start"] >= times["end"]:
+        raise SnapshotError(f"{where}.start must be before end")
+
+
+def _check_grant(grant: Any, where: str) -> None:
+    _fields(grant, where, {}, {"kind": str, "id": str, "reason": str})
+    kind = grant.get("kind", "binding")
+    if kind not in policyspec.GRANT_KINDS:
+        raise SnapshotError(f"{where}.kind must be one of {', '.join(policyspec.GRANT_KINDS)}")
+    if kind != "binding" and not grant.get("id"):
+        # provenance is the point of a grant: audit and the cluster's log join on this id
+        raise SnapshotError(f"{where}.id must name the {kind.replace('_', ' ')}")
+
+
+def _check_settings(settings: dict) -> None:
+    _fields(settings, "settings", {}, {"break_glass_enabled": bool, "group_compaction": bool,
+                                       "max_exec_sessions": int, "max_watches": int})
+    for cap in ("max_exec_sessions", "max_watches"):
+        if settings.get(cap, 0) < 0:
+            raise SnapshotError(f"settings.{cap} must not be negative")
 
 
 def _check_tokens(tokens: list) -> None:
@@ -428,10 +523,15 @@ def _check_tokens(tokens: list) -> None:
         where = f"tokens[{index}]"
         _expect(token, dict, where)
         component = token.get("component")
-        _fields({k: v for k, v in token.items() if k != "component"}, where,
-                {"id": str, "sha256": str, "user": str}, {"groups": list})
+        session = token.get("session")
+        _fields({k: v for k, v in token.items() if k not in ("component", "session")}, where,
+                {"id": str, "sha256": str, "user": str}, {"groups": list, "channel": str})
         if component is not None and not isinstance(component, str):
             raise SnapshotError(f"{where}.component must be a string or null")
+        if session is not None and (not isinstance(session, str) or not session):
+            raise SnapshotError(f"{where}.session must be a non-empty string or null")
+        if token.get("channel", "kubectl") not in policyspec.CHANNELS:
+            raise SnapshotError(f"{where}.channel must be one of {', '.join(policyspec.CHANNELS)}")
         _non_empty(token, "id", where)
         _non_empty(token, "user", where)
         if not _SHA256_HEX.match(token["sha256"]):

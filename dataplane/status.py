@@ -11,6 +11,7 @@ parse errors and the head timeout) or `status_headers()` + `body` (through a `Re
 """
 from __future__ import annotations
 
+import functools
 import json
 from http import HTTPStatus
 
@@ -39,6 +40,7 @@ REASONS: dict[int, str] = {
 }
 
 
+@functools.lru_cache(maxsize=None)     # once per status code, not per response
 def phrase(code: int) -> str:
     try:
         return HTTPStatus(code).phrase

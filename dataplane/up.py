@@ -119,20 +119,32 @@ def start_sandbox(state: sandbox.StateLayout, port: int) -> subprocess.Popen:
     return process
 
 
-def start_controlplane(state: sandbox.StateLayout, api_port: int, redis_url: str, gateway_url: str) -> subprocess.Popen:
+def controlplane_command(state: sandbox.StateLayout, api_port: int, redis_url: str, gateway_url: str,
+                         store: str | None = None) -> list[str]:
+    """A control-plane replica's command line (SQLite in the state directory unless `store` names
+    another; replicas of one store share the admin token, the signing key and the client CA)."""
+    return [sys.executable, "-m", "dataplane.cli", "controlplane", "--listen", f"127.0.0.1:{api_port}",
+            "--admin-token-file", str(state.api_admin_token),
+            "--store", store or f"sqlite:///{state.controlplane_dir / 'controlplane.db'}", "--redis-url", redis_url,
+            "--signing-key", str(state.signing_key), "--state-dir", str(state.controlplane_dir),
+            "--client-ca-cert", str(state.client_ca_cert), "--client-ca-key", str(state.client_ca_key),
+            "--gateway-url", gateway_url, "--gateway-ca", str(state.gateway_ca_cert)]
+
+
+def write_admin_token(state: sandbox.StateLayout) -> None:
     state.controlplane_dir.mkdir(parents=True, exist_ok=True)
     sandbox.write_secret(state.api_admin_token, secrets.token_urlsafe(32).encode())
-    address = f"127.0.0.1:{api_port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dataplane.cli", "controlplane", "--listen", address,
-         "--admin-token-file", str(state.api_admin_token),
-         "--store", f"sqlite:///{state.controlplane_dir / 'controlplane.db'}", "--redis-url", redis_url,
-         "--signing-key", str(state.signing_key), "--state-dir", str(state.controlplane_dir),
-         "--client-ca-cert", str(state.client_ca_cert), "--client-ca-key", str(state.client_ca_key),
-         "--gateway-url", gateway_url, "--gateway-ca", str(state.gateway_ca_cert)],
-        cwd=REPO_ROOT)
-    wait_until(lambda: grpc_serving(address), "the control plane", process)
+
+
+def start_controlplane_process(command: list[str], api_port: int) -> subprocess.Popen:
+    process = subprocess.Popen(command, cwd=REPO_ROOT)
+    wait_until(lambda: grpc_serving(f"127.0.0.1:{api_port}"), "the control plane", process)
     return process
+
+
+def start_controlplane(state: sandbox.StateLayout, api_port: int, redis_url: str, gateway_url: str) -> subprocess.Popen:
+    write_admin_token(state)
+    return start_controlplane_process(controlplane_command(state, api_port, redis_url, gateway_url), api_port)
 
 
 def gateway_command(state: sandbox.StateLayout, host: str, port: int, admin_port: int, workers: int,

@@ -373,7 +373,7 @@ def _client_context(ca_bundle: str, alpn: list[str]) -> ssl.SSLContext:
 
 
 class UpstreamPool:
-    def __init__(self, *, secrets_dir: str | None, dial_timeout: float = 5.0, max_idle: int = 16,
+    def __init__(self, *, secrets_dir: str | None, dial_timeout: float = 5.0, max_idle: int = 128,
                  idle_timeout: float = 60.0, resolve_credential=None):
         self.secrets_dir = secrets_dir
         self.dial_timeout = dial_timeout
@@ -424,9 +424,9 @@ class UpstreamPool:
         self._tls[key] = tls
         return tls
 
-    async def acquire(self, cluster, revision: int, *, fresh: bool = False,
-                      upgrade: bool = False) -> UpstreamConnection:
-        """An HTTP/1.1 connection (`upgrade` matters to upstream_h2's pool only)."""
+    async def acquire(self, cluster, revision: int, *, fresh: bool = False, upgrade: bool = False,
+                      long_lived: bool = False) -> UpstreamConnection:
+        """An HTTP/1.1 connection (`upgrade` and `long_lived` matter to upstream_h2's pool only)."""
         tls = self.cluster_tls(cluster, revision)
         key = (cluster.name, revision)
         idle = self._idle.get(key)

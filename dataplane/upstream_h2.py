@@ -1,9 +1,14 @@
 """Upstream HTTP/2: the gateway's requests multiplexed over a few h2 connections per cluster.
 
-`NegotiatingPool` (an `UpstreamPool`) offers ALPN `h2, http/1.1` when it dials a cluster and
-remembers the answer per (cluster, snapshot revision): `h2` → requests become streams on a shared
-`H2UpstreamConnection` (a new connection is dialled only when every open one is at the server's
-SETTINGS_MAX_CONCURRENT_STREAMS); `http/1.1` → the inherited HTTP/1.1 pool. Upgrades always dial
+`NegotiatingPool` (an `UpstreamPool`) offers ALPN `h2, http/1.1` when it dials a cluster for a
+request that may use HTTP/2, and remembers the answer per (cluster, snapshot revision): `h2` →
+requests become streams on a shared `H2UpstreamConnection` (a new connection is dialled only when
+every open one is at the server's SETTINGS_MAX_CONCURRENT_STREAMS); `http/1.1` → the inherited
+HTTP/1.1 pool. Which requests may use HTTP/2 (`--upstream-http2`): `streams` (the default) only
+long-lived responses (watches, logs), which need the health PINGs below to end cleanly when the
+path to the API server dies; every other request goes over the pooled HTTP/1.1 keep-alive
+connections, because HTTP/2 through the pure-Python h2/hpack stack costs 1.3-2.6x the CPU per
+request (docs/benchmarks.md). `always`: every request; `never`: none. Upgrades always dial
 HTTP/1.1 with ALPN `http/1.1` only (HTTP/2 has no 101).
 
 An `H2UpstreamStream` offers the pipeline the calls of an HTTP/1.1 exchange (`send_request`,
@@ -382,17 +387,25 @@ class H2UpstreamConnection(H2DataSender, asyncio.Protocol):
 class NegotiatingPool(UpstreamPool):
     """HTTP/2 where the API server offers it, the HTTP/1.1 pool otherwise (see the module doc)."""
 
-    def __init__(self, *, ping_interval: float = 10.0, ping_timeout: float = 5.0, **kwargs):
+    def __init__(self, *, ping_interval: float = 10.0, ping_timeout: float = 5.0, http2: str = "streams",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.http2 = http2
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.protocols: dict[tuple, str] = {}                  # (cluster, revision) → ALPN result
         self._h2: dict[tuple, list[H2UpstreamConnection]] = {}
         self._dialing: dict[tuple, asyncio.Lock] = {}
 
-    async def acquire(self, cluster, revision: int, *, fresh: bool = False, upgrade: bool = False):
+    def _may_use_h2(self, upgrade: bool, long_lived: bool) -> bool:
+        if upgrade or self.http2 == "never":
+            return False
+        return long_lived or self.http2 == "always"
+
+    async def acquire(self, cluster, revision: int, *, fresh: bool = False, upgrade: bool = False,
+                      long_lived: bool = False):
         key = (cluster.name, revision)
-        if upgrade or self.protocols.get(key) == "http/1.1":
+        if not self._may_use_h2(upgrade, long_lived) or self.protocols.get(key) == "http/1.1":
             return await super().acquire(cluster, revision, fresh=fresh)
         tls = self.cluster_tls(cluster, revision)
         lock = self._dialing.setdefault(key, asyncio.Lock())

@@ -13,6 +13,7 @@ def _compiled_available() -> bool:
     try:
         importlib.import_module("native._httpparse_c")
         importlib.import_module("native._requestinfo_c")
+        importlib.import_module("native._policy_c")
     except ImportError:
         return False
     return True

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..api.v1 import (audit_pb2, bindings_pb2, clusters_pb2, fleet_pb2, kubeconfigs_pb2, revocations_pb2, roles_pb2,
                       tokens_pb2)
 from ..errors import InvalidArgument
-from . import manifests, output
+from . import manifests, output, policy
 from .connection import Client, UsageError, load_settings
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
@@ -197,7 +197,8 @@ def cmd_revoke(client: Client, ns: argparse.Namespace) -> int:
 
 
 def cmd_kubeconfig(client: Client, ns: argparse.Namespace) -> int:
-    request = kubeconfigs_pb2.IssueKubeconfigRequest(user=ns.user, groups=ns.group, cluster=ns.cluster)
+    request = kubeconfigs_pb2.IssueKubeconfigRequest(user=ns.user, groups=ns.group, cluster=ns.cluster,
+                                                     session=ns.session)
     if ns.ttl is not None:
         request.ttl.CopyFrom(_proto_duration(ns.ttl))
     issued = client.call(client.kubeconfigs.IssueKubeconfig, request)
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", required=True)
     p.add_argument("--group", action="append", default=[], help="repeat for several groups")
     p.add_argument("--ttl", type=_duration, help="certificate lifetime, e.g. 8h (default: the control plane's)")
+    p.add_argument("--session", default="", help="honour it only while this console session of the user is active")
     p = command("audit", cmd_audit, "query the gateways' audit events, newest first")
     for name in ("user", "cluster", "verb"):
         p.add_argument(f"--{name}", default="")
@@ -289,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=_since)
     p.add_argument("--limit", type=int, default=100)
     output_flag(p)
+    policy.add_commands(sub)
     return parser
 
 

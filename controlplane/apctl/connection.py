@@ -16,8 +16,9 @@ from typing import Any, Callable
 import grpc
 import yaml
 
-from ..api.v1 import (audit_pb2_grpc, bindings_pb2_grpc, clusters_pb2_grpc, fleet_pb2_grpc, kubeconfigs_pb2_grpc,
-                      revocations_pb2_grpc, roles_pb2_grpc, tokens_pb2_grpc)
+from ..api.v1 import (access_pb2_grpc, audit_pb2_grpc, bindings_pb2_grpc, clusters_pb2_grpc, fleet_pb2_grpc,
+                      kubeconfigs_pb2_grpc, revocations_pb2_grpc, roles_pb2_grpc, sessions_pb2_grpc, settings_pb2_grpc,
+                      tokens_pb2_grpc)
 from ..config import is_loopback
 
 CONFIG_ENV = "APCTL_CONFIG"
@@ -90,6 +91,9 @@ class Client:
         self.kubeconfigs = kubeconfigs_pb2_grpc.KubeconfigServiceStub(self._channel)
         self.fleet = fleet_pb2_grpc.FleetServiceStub(self._channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self.access = access_pb2_grpc.AccessServiceStub(self._channel)
+        self.sessions = sessions_pb2_grpc.SessionServiceStub(self._channel)
+        self.settings = settings_pb2_grpc.SettingsServiceStub(self._channel)
 
     def call(self, method: Callable[..., Any], request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         return method(request, metadata=self._metadata, timeout=timeout)

@@ -16,7 +16,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
 from ..errors import (AlreadyExists, ControlPlaneError, DeadlineExceeded, FailedPrecondition, InvalidArgument,
-                      NotFound, Unavailable)
+                      NotFound, PermissionDenied, Unavailable)
 from . import caller
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,16 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIX = "/grpc.reflection."
 # Methods that only read: a read-only operator (or platform service) may call them.
 READ_METHOD_PREFIXES = ("Get", "List", "Query", "Wait")
+# What people may call for themselves (their own token, or the portal for them), as Service/Method.
+SELF_SERVICE = frozenset({
+    "AccessService/CreateAccessRequest", "AccessService/ApproveAccessRequest", "AccessService/DenyAccessRequest",
+    "AccessService/GetAccessRequest", "AccessService/ListAccessRequests", "AccessService/ActivateBreakGlass",
+    "SessionService/LogoutSession",
+})
+# The portal also runs the console sessions of the people it logs in.
+PORTAL_METHODS = SELF_SERVICE | {"SessionService/CreateSession", "SessionService/TouchSession",
+                                 "SessionService/ListSessions"}
+ROLE_METHODS = {caller.PERSON: SELF_SERVICE, caller.PORTAL: PORTAL_METHODS}
 
 
 def _wrap(handler: Any, decorate: Callable[[Callable], Callable], kinds: tuple[str, ...]) -> Any:
@@ -38,26 +48,44 @@ def is_mutation(method: str) -> bool:
     return not (method.startswith(REFLECTION_PREFIX) or method.rsplit("/", 1)[-1].startswith(READ_METHOD_PREFIXES))
 
 
+def refusal(who: caller.Caller, method: str) -> str | None:
+    """Why `who` may not call `method` (None: it may). Admins may call anything; the read-only
+    token every read; the portal and people only their methods."""
+    if who.role == caller.ADMIN:
+        return None
+    if who.role == caller.READ_ONLY:
+        return f"{who.name} may read but not change state" if is_mutation(method) else None
+    if method.rsplit(".", 1)[-1] in ROLE_METHODS[who.role]:
+        return None
+    return f"{who.name} may not call {method.rsplit('/', 1)[-1]}"
+
+
+# A person's gateway token → (user, groups), or None when it is no live person's token.
+PersonLookup = Callable[[str], "tuple[str, tuple[str, ...]] | None"]
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
-    """`authorization: Bearer <token>` → a Caller, compared by SHA-256 in constant time.
+    """`authorization: Bearer <token>` → a Caller, compared by SHA-256 in constant time: an
+    operator or portal API token, else a person's own gateway token (looked up by its digest).
     Health checks need no token (load balancers probe them)."""
 
-    def __init__(self, tokens: dict[str, str]):
+    def __init__(self, tokens: dict[str, str], people: PersonLookup | None = None):
         # role → token; only the digests are kept.
         self._digests = [(hashlib.sha256(token.encode()).digest(), role) for role, token in tokens.items()]
+        self._people = people
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(HEALTH_PREFIX):
             return handler
-        mutation = is_mutation(method)
 
         def decorate(behaviour: Callable) -> Callable:
             def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
                 who = self._authenticate(context)
-                if mutation and who.role != caller.ADMIN:
-                    context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{who.name} may read but not change state")
+                refused = refusal(who, method)
+                if refused:
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
                 reset = caller.current.set(who)
                 try:
                     return behaviour(request, context)
@@ -77,9 +105,29 @@ class AuthInterceptor(grpc.ServerInterceptor):
         for known, known_role in self._digests:  # compare every entry: no early exit on a match
             if hmac.compare_digest(known, digest):
                 role = known_role
+        metadata = context.invocation_metadata()
+        acting_for = [value for key, value in metadata if key == caller.ON_BEHALF_OF]
         if role is None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
-        return caller.Caller(name=f"token:{role}", role=role)
+            try:
+                person = self._people(digest.hex()) if self._people is not None else None
+            except Exception:
+                log.exception("looking up a person's token failed")
+                context.abort(grpc.StatusCode.UNAVAILABLE, "cannot check the token now (the store is unreachable)")
+            if person is None:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+            who = caller.Caller(name=f"user:{person[0]}", role=caller.PERSON, user=person[0], groups=person[1])
+        else:
+            who = caller.Caller(name=f"token:{role}", role=role)
+        if not acting_for:
+            return who
+        if role != caller.PORTAL:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"only the portal may send {caller.ON_BEHALF_OF}")
+        user = acting_for[0]
+        groups = tuple(value for key, value in metadata if key == caller.ON_BEHALF_OF_GROUP)
+        if len(acting_for) > 1 or not all(0 < len(name) <= 256 and name.isprintable() for name in (user, *groups)):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{caller.ON_BEHALF_OF}: one user name (and groups) of 1-256 printable characters")
+        return caller.Caller(name=f"user:{user} via token:portal", role=role, user=user, groups=groups)
 
 
 _STATUS = [
@@ -87,6 +135,7 @@ _STATUS = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]

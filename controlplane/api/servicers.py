@@ -135,10 +135,12 @@ class BindingServicer(_Servicer, bindings_pb2_grpc.BindingServiceServicer):
 class TokenServicer(_Servicer, tokens_pb2_grpc.TokenServiceServicer):
     def IssueToken(self, request, context):
         validation.check_token_request(request.user, tuple(request.groups), request.service)
+        channel = request.channel or "kubectl"
+        validation.check_channel(channel)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = Token(id="t-" + secrets.token_hex(8), sha256=hashlib.sha256(secret.encode()).hexdigest(),
                       user=request.user, groups=tuple(request.groups), component=request.service,
-                      description=request.description)
+                      description=request.description, channel=channel, session=request.session)
         issued = self._store.issue_token(actor(), token)
         self._distributor.publish_latest()
         return tokens_pb2.IssueTokenResponse(token=convert.token_to_proto(issued), secret=secret)
@@ -188,7 +190,7 @@ class KubeconfigServicer(_Servicer, kubeconfigs_pb2_grpc.KubeconfigServiceServic
         groups = tuple(request.groups)
         validation.check_kubeconfig_request(request.user, groups, request.cluster)
         lifetime = self._authority.lifetime(convert.duration_from_proto(request, "ttl"))
-        issued = self._authority.issue(request.user, groups, request.cluster, lifetime)
+        issued = self._authority.issue(request.user, groups, request.cluster, lifetime, request.session)
         revision = self._store.record_certificate(actor(), issued.certificate)
         self._distributor.publish_latest()
         return kubeconfigs_pb2.IssueKubeconfigResponse(

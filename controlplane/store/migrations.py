@@ -89,4 +89,49 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         "CREATE INDEX audit_events_time ON audit_events (time)",
         "CREATE INDEX audit_events_user_time ON audit_events (user_name, time)",
     )),
+    (4, "policy model: deny, conditions, grants, kill switches, access requests, break-glass, sessions", (
+        # Defaults keep every existing row what it meant before (allow, no conditions, writable).
+        "ALTER TABLE clusters ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE clusters ADD COLUMN upstream_groups TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE bindings ADD COLUMN effect TEXT NOT NULL DEFAULT 'allow'",
+        "ALTER TABLE bindings ADD COLUMN cluster_expressions TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE bindings ADD COLUMN conditions TEXT NOT NULL DEFAULT '{}'",
+        # "grant" is an SQL keyword.
+        "ALTER TABLE bindings ADD COLUMN grant_json TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE tokens ADD COLUMN channel TEXT NOT NULL DEFAULT 'kubectl'",
+        "ALTER TABLE tokens ADD COLUMN session TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE certificates ADD COLUMN session TEXT NOT NULL DEFAULT ''",
+        # One row: the settings as JSON (absent keys take the model's defaults).
+        """CREATE TABLE settings (
+               id INTEGER PRIMARY KEY CHECK (id = 1),
+               value TEXT NOT NULL,
+               revision BIGINT NOT NULL)""",
+        "INSERT INTO settings (id, value, revision) VALUES (1, '{}', 0)",
+        """CREATE TABLE access_requests (
+               id TEXT PRIMARY KEY,
+               user_name TEXT NOT NULL,
+               role TEXT NOT NULL,
+               cluster TEXT NOT NULL,
+               duration BIGINT NOT NULL,
+               reason TEXT NOT NULL,
+               created_at TEXT NOT NULL,
+               state TEXT NOT NULL,
+               decided_by TEXT NOT NULL,
+               decided_at TEXT NOT NULL,
+               decision_reason TEXT NOT NULL,
+               binding TEXT NOT NULL,
+               expires_at TEXT NOT NULL,
+               revision BIGINT NOT NULL)""",
+        """CREATE TABLE sessions (
+               id TEXT PRIMARY KEY,
+               user_name TEXT NOT NULL,
+               created_at TEXT NOT NULL,
+               last_seen_at TEXT NOT NULL,
+               idle_timeout BIGINT NOT NULL,
+               ended_at TEXT NOT NULL,
+               end_reason TEXT NOT NULL,
+               revision BIGINT NOT NULL)""",
+        # The idle sweep looks for live sessions only.
+        "CREATE INDEX sessions_live ON sessions (ended_at, last_seen_at)",
+    )),
 ]

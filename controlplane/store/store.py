@@ -8,14 +8,17 @@ rolls back, the bump included, so revisions are strictly increasing and gap-free
 from __future__ import annotations
 
 import datetime
+import json
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterator, TypeVar
 
 from ..errors import AlreadyExists, FailedPrecondition, NotFound
 from ..model import (AuditEntry, Binding, Certificate, Cluster, EventQuery, GatewayEvent, Revocation, Role,
-                     ServiceIdentity, State, Token, utc_text)
+                     ServiceIdentity, Settings, State, Token, utc_text)
 from . import tables
+from .access import AccessMixin, live_session
+from .access import read_settings as _settings
 from .backends import Backend, Cursor, backend_for
 from .migrations import MIGRATIONS
 from .tables import Table
@@ -46,7 +49,7 @@ class Transaction:
         return [tuple(row) for row in self.run(sql, params).fetchall()]
 
 
-class Store:
+class Store(AccessMixin):
     def __init__(self, backend: Backend, clock: Callable[[], str] = _now):
         self._backend = backend
         self._clock = clock
@@ -77,7 +80,7 @@ class Store:
                 "UPDATE revision SET value = value + 1, "
                 "committed_at = CASE WHEN committed_at > ? THEN committed_at ELSE ? END "
                 "WHERE id = 1 RETURNING value, committed_at", (now, now))
-            result = work(_Writer(tx, revision))
+            result = work(_Writer(tx, revision, committed_at))
             tx.run("INSERT INTO audit (revision, actor, action, target, at) VALUES (?, ?, ?, ?, ?)",
                    (revision, actor, action, target, committed_at))
         return revision, result
@@ -127,7 +130,7 @@ class Store:
                 revision=revision, committed_at=committed_at,
                 clusters=tuple(_list(tx, tables.CLUSTERS)), roles=tuple(_list(tx, tables.ROLES)),
                 bindings=tuple(_list(tx, tables.BINDINGS)), tokens=tuple(_list(tx, tables.TOKENS)),
-                revocations=tuple(_revocations(tx)))
+                revocations=tuple(_revocations(tx)), settings=_settings(tx))
 
     def get(self, table: Table, name: str) -> Any:
         with self._read() as tx:
@@ -136,6 +139,25 @@ class Store:
     def list(self, table: Table) -> list[Any]:
         with self._read() as tx:
             return _list(tx, table)
+
+    def person_for_token(self, sha256: str) -> tuple[str, tuple[str, ...]] | None:
+        """(user, groups) of a person's gateway token while neither it nor its user, groups or
+        session is revoked; None for anything else (service tokens included)."""
+        with self._read() as tx:
+            row = tx.one("SELECT user_name, groups_json, session FROM tokens "
+                         "WHERE sha256 = ? AND revoked = 0 AND component = ''", (sha256,))
+            if row is None:
+                return None
+            user, groups, session = row[0], tuple(json.loads(row[1])), row[2]
+            names = [("user", user), ("session", session), *(("group", group) for group in groups)]
+            clause = " OR ".join("(kind = ? AND value = ?)" for _ in names)
+            if tx.one(f"SELECT 1 FROM revocations WHERE {clause}", tuple(v for pair in names for v in pair)):
+                return None
+        return user, groups
+
+    def settings(self) -> Settings:
+        with self._read() as tx:
+            return _settings(tx)
 
     def revocations(self) -> list[Revocation]:
         with self._read() as tx:
@@ -203,7 +225,14 @@ class Store:
         return self.create(actor, tables.BINDINGS, binding, _role_exists(binding))
 
     def update_binding(self, actor: str, binding: Binding, expected_revision: int = 0) -> int:
-        return self.update(actor, tables.BINDINGS, binding, expected_revision, _role_exists(binding))
+        def checks(w: _Writer) -> None:
+            current = _get(w.tx, tables.BINDINGS, binding.name)
+            if current.grant.kind != "binding":
+                # Its window and subject are what an approver or the break-glass policy allowed.
+                raise FailedPrecondition(f"binding {binding.name!r} was written by {current.grant.kind} "
+                                         f"{current.grant.id!r}: it cannot be changed, only deleted")
+            _role_exists(binding)(w)
+        return self.update(actor, tables.BINDINGS, binding, expected_revision, checks)
 
     def delete_binding(self, actor: str, name: str, expected_revision: int = 0) -> int:
         return self.delete(actor, tables.BINDINGS, name, expected_revision)
@@ -217,6 +246,16 @@ class Store:
                 raise FailedPrecondition(f"service identity {name!r} has unrevoked tokens: revoke them first")
         return self.delete(actor, tables.SERVICE_IDENTITIES, name, 0, no_live_tokens)
 
+    def update_settings(self, actor: str, settings: Settings, expected_revision: int = 0) -> int:
+        def work(w: _Writer) -> None:
+            current = _settings(w.tx)
+            if expected_revision and current.revision != expected_revision:
+                raise FailedPrecondition(f"settings were changed at revision {current.revision}, "
+                                         f"not {expected_revision}: read them again")
+            w.tx.run("UPDATE settings SET value = ?, revision = ? WHERE id = 1",
+                     (tables.settings_to_json(settings), w.revision))
+        return self._mutate(actor, "settings.update", "settings", work)[0]
+
     # -- mutations: tokens and revocations ---------------------------------------------------------------
 
     def issue_token(self, actor: str, token: Token) -> Token:
@@ -229,7 +268,9 @@ class Store:
                 if service is None:
                     raise FailedPrecondition(f"service identity {token.component!r} does not exist")
                 issued = Token(id=token.id, sha256=token.sha256, user=service.user, groups=service.groups,
-                               component=service.name, description=token.description)
+                               component=service.name, description=token.description, channel=token.channel)
+            if token.session:
+                live_session(w, token.session, issued.user)
             issued = replace(issued, revision=w.revision)
             w.insert(tables.TOKENS, issued)
             return issued
@@ -256,6 +297,8 @@ class Store:
         def work(w: _Writer) -> None:
             if _get(w.tx, tables.CLUSTERS, certificate.cluster, missing_ok=True) is None:
                 raise NotFound(f"cluster {certificate.cluster!r} does not exist")
+            if certificate.session:
+                live_session(w, certificate.session, certificate.user)
             w.insert(tables.CERTIFICATES, certificate)
         return self._mutate(actor, "certificates.issue", f"certificate/{certificate.serial}", work)[0]
 
@@ -305,9 +348,10 @@ class Store:
 class _Writer:
     """What a mutation's work sees: the transaction and the revision it is producing."""
 
-    def __init__(self, tx: Transaction, revision: int):
+    def __init__(self, tx: Transaction, revision: int, committed_at: str):
         self.tx = tx
         self.revision = revision
+        self.committed_at = committed_at
 
     def insert(self, table: Table, obj: Any) -> None:
         marks = ", ".join("?" for _ in table.columns)

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from controlplane.api.v1 import (bindings_pb2, bindings_pb2_grpc, clusters_pb2, clusters_pb2_grpc, revocations_pb2,
                                  revocations_pb2_grpc, roles_pb2, roles_pb2_grpc, tokens_pb2, tokens_pb2_grpc)
+from controlplane.api.v1 import kubeconfigs_pb2, kubeconfigs_pb2_grpc
 from controlplane.snapshots import REVOCATION_CHANNEL, SNAPSHOT_KEY, verify_revocation_delta
 from dataplane.identity import Identity
 from dataplane.signing import write_private_key
@@ -220,3 +221,151 @@ def test_cli_process_serves_and_stops_gracefully_on_sigterm(tmp_path, redis_url,
         stderr = process.stderr.read().decode()
         process.stderr.close()
     assert ADMIN_TOKEN not in stderr
+
+
+class Api:
+    """Every stub, and a call as the admin."""
+
+    def __init__(self, channel):
+        self.clusters = clusters_pb2_grpc.ClusterServiceStub(channel)
+        self.roles = roles_pb2_grpc.RoleServiceStub(channel)
+        self.bindings = bindings_pb2_grpc.BindingServiceStub(channel)
+        self.tokens = tokens_pb2_grpc.TokenServiceStub(channel)
+        self.services = tokens_pb2_grpc.ServiceIdentityServiceStub(channel)
+        self.revocations = revocations_pb2_grpc.RevocationServiceStub(channel)
+        self.kubeconfigs = kubeconfigs_pb2_grpc.KubeconfigServiceStub(channel)
+
+
+ARGOCD = tokens_pb2.ServiceIdentity(name="argocd", groups=["deployers"])
+
+
+def test_every_mutation_is_audited_with_who_what_and_the_revision_it_made(channel, plane):
+    api = Api(channel)
+    made: list[tuple[int, str, str]] = []    # (revision, action, target), as the API answered each call
+
+    def did(revision: int, action: str, target: str) -> None:
+        made.append((revision, action, target))
+
+    did(api.clusters.RegisterCluster(clusters_pb2.RegisterClusterRequest(cluster=a_cluster()), metadata=ADMIN).revision,
+        "clusters.create", "cluster/sandbox")
+    did(api.clusters.UpdateCluster(clusters_pb2.UpdateClusterRequest(cluster=a_cluster(labels={"env": "test"})),
+                                   metadata=ADMIN).revision, "clusters.update", "cluster/sandbox")
+    did(api.roles.CreateRole(roles_pb2.CreateRoleRequest(role=VIEWER), metadata=ADMIN).revision,
+        "roles.create", "role/viewer")
+    did(api.roles.UpdateRole(roles_pb2.UpdateRoleRequest(role=VIEWER), metadata=ADMIN).revision,
+        "roles.update", "role/viewer")
+    did(api.bindings.CreateBinding(bindings_pb2.CreateBindingRequest(binding=a_binding()), metadata=ADMIN).revision,
+        "bindings.create", "binding/devs-view")
+    did(api.bindings.UpdateBinding(bindings_pb2.UpdateBindingRequest(binding=a_binding(role="viewer")),
+                                   metadata=ADMIN).revision, "bindings.update", "binding/devs-view")
+    did(api.services.CreateServiceIdentity(tokens_pb2.CreateServiceIdentityRequest(service_identity=ARGOCD),
+                                           metadata=ADMIN).revision, "service_identities.create",
+        "service identity/argocd")
+    person = api.tokens.IssueToken(tokens_pb2.IssueTokenRequest(user="bob"), metadata=ADMIN).token
+    did(person.revision, "tokens.issue", f"token/{person.id}")
+    service = api.tokens.IssueToken(tokens_pb2.IssueTokenRequest(service="argocd"), metadata=ADMIN).token
+    did(service.revision, "tokens.issue", f"token/{service.id}")
+    for token in (person, service):
+        did(api.tokens.RevokeToken(tokens_pb2.RevokeTokenRequest(id=token.id), metadata=ADMIN).revision,
+            "revocations.revoke", f"token/{token.id}")
+    did(api.revocations.Revoke(revocations_pb2.RevokeRequest(kind="user", value="mallory"), metadata=ADMIN).revision,
+        "revocations.revoke", "user/mallory")
+    certificate = api.kubeconfigs.IssueKubeconfig(kubeconfigs_pb2.IssueKubeconfigRequest(
+        user="ann", groups=["devs"], cluster="sandbox"), metadata=ADMIN).certificate
+    did(certificate.revision, "certificates.issue", f"certificate/{certificate.serial}")
+    did(api.bindings.DeleteBinding(bindings_pb2.DeleteBindingRequest(name="devs-view"), metadata=ADMIN).revision,
+        "bindings.delete", "binding/devs-view")
+    did(api.roles.DeleteRole(roles_pb2.DeleteRoleRequest(name="viewer"), metadata=ADMIN).revision,
+        "roles.delete", "role/viewer")
+    did(api.services.DeleteServiceIdentity(tokens_pb2.DeleteServiceIdentityRequest(name="argocd"),
+                                           metadata=ADMIN).revision, "service_identities.delete",
+        "service identity/argocd")
+    did(api.clusters.DeregisterCluster(clusters_pb2.DeregisterClusterRequest(name="sandbox"), metadata=ADMIN).revision,
+        "clusters.delete", "cluster/sandbox")
+
+    audit = plane.store.audit()
+    assert [(entry.revision, entry.action, entry.target) for entry in audit] == made
+    assert {entry.actor for entry in audit} == {"token:admin"}
+    # One counter without gaps: the revision before each change is the one just below it.
+    assert [entry.revision for entry in audit] == list(range(1, len(made) + 1))
+    assert plane.store.revision() == len(made)
+
+
+def with_unknown_subject_field(binding: bindings_pb2.Binding) -> bytes:
+    """A CreateBindingRequest whose first subject carries field 99, unknown to this server."""
+    subject = bindings_pb2.Subject(kind="group", name="devs").SerializeToString() + b"\x98\x06\x01"
+    rest = bindings_pb2.Binding(name=binding.name, role=binding.role, clusters=binding.clusters).SerializeToString()
+    inner = rest + b"\x1a" + bytes([len(subject)]) + subject                   # field 3 (subjects)
+    return b"\x0a" + bytes([len(inner)]) + inner                               # field 1 (binding)
+
+
+def refusals(api: Api, channel):
+    """(what, call, expected code, text the message must hold): duplicates, missing references,
+    invalid selectors, unknown fields; each after `baseline` has run."""
+    raw_create_binding = channel.unary_unary("/accesspoint.controlplane.v1.BindingService/CreateBinding",
+                                             request_serializer=None,
+                                             response_deserializer=bindings_pb2.Binding.FromString)
+    code = grpc.StatusCode
+    return [
+        ("duplicate cluster", lambda: api.clusters.RegisterCluster(
+            clusters_pb2.RegisterClusterRequest(cluster=a_cluster()), metadata=ADMIN), code.ALREADY_EXISTS, "sandbox"),
+        ("duplicate role", lambda: api.roles.CreateRole(roles_pb2.CreateRoleRequest(role=VIEWER), metadata=ADMIN),
+         code.ALREADY_EXISTS, "viewer"),
+        ("duplicate binding", lambda: api.bindings.CreateBinding(
+            bindings_pb2.CreateBindingRequest(binding=a_binding()), metadata=ADMIN), code.ALREADY_EXISTS, "devs-view"),
+        ("duplicate service identity", lambda: api.services.CreateServiceIdentity(
+            tokens_pb2.CreateServiceIdentityRequest(service_identity=ARGOCD), metadata=ADMIN),
+         code.ALREADY_EXISTS, "argocd"),
+        ("duplicate revocation", lambda: api.revocations.Revoke(
+            revocations_pb2.RevokeRequest(kind="user", value="mallory"), metadata=ADMIN),
+         code.ALREADY_EXISTS, "mallory"),
+        ("binding to a missing role", lambda: api.bindings.UpdateBinding(
+            bindings_pb2.UpdateBindingRequest(binding=a_binding(role="ghost")), metadata=ADMIN),
+         code.FAILED_PRECONDITION, "binding.role"),
+        ("deleting a bound role", lambda: api.roles.DeleteRole(
+            roles_pb2.DeleteRoleRequest(name="viewer"), metadata=ADMIN), code.FAILED_PRECONDITION, "viewer"),
+        ("updating a missing cluster", lambda: api.clusters.UpdateCluster(
+            clusters_pb2.UpdateClusterRequest(cluster=a_cluster(name="ghost")), metadata=ADMIN),
+         code.NOT_FOUND, "ghost"),
+        ("deregistering a missing cluster", lambda: api.clusters.DeregisterCluster(
+            clusters_pb2.DeregisterClusterRequest(name="ghost"), metadata=ADMIN), code.NOT_FOUND, "ghost"),
+        ("deleting a missing binding", lambda: api.bindings.DeleteBinding(
+            bindings_pb2.DeleteBindingRequest(name="ghost"), metadata=ADMIN), code.NOT_FOUND, "ghost"),
+        ("revoking a missing token", lambda: api.tokens.RevokeToken(
+            tokens_pb2.RevokeTokenRequest(id="t-ghost"), metadata=ADMIN), code.NOT_FOUND, "t-ghost"),
+        ("a token of a missing service identity", lambda: api.tokens.IssueToken(
+            tokens_pb2.IssueTokenRequest(service="ghost"), metadata=ADMIN), code.FAILED_PRECONDITION, "ghost"),
+        ("a kubeconfig for a missing cluster", lambda: api.kubeconfigs.IssueKubeconfig(
+            kubeconfigs_pb2.IssueKubeconfigRequest(user="ann", cluster="ghost"), metadata=ADMIN),
+         code.NOT_FOUND, "ghost"),
+        ("an invalid selector key", lambda: api.bindings.CreateBinding(bindings_pb2.CreateBindingRequest(
+            binding=a_binding(name="other", clusters=bindings_pb2.ClusterSelector(selector={"bad key!": "x"}))),
+            metadata=ADMIN), code.INVALID_ARGUMENT, "binding.clusters.selector"),
+        ("an unknown field in a subject", lambda: raw_create_binding(
+            with_unknown_subject_field(a_binding(name="other")), metadata=ADMIN),
+         code.INVALID_ARGUMENT, "request.binding.subjects[0]: unknown field(s)"),
+    ]
+
+
+def test_refused_input_names_the_problem_and_changes_nothing(channel, plane, redis_client):
+    api = Api(channel)
+    api.clusters.RegisterCluster(clusters_pb2.RegisterClusterRequest(cluster=a_cluster()), metadata=ADMIN)
+    api.roles.CreateRole(roles_pb2.CreateRoleRequest(role=VIEWER), metadata=ADMIN)
+    api.bindings.CreateBinding(bindings_pb2.CreateBindingRequest(binding=a_binding()), metadata=ADMIN)
+    api.services.CreateServiceIdentity(tokens_pb2.CreateServiceIdentityRequest(service_identity=ARGOCD), metadata=ADMIN)
+    api.revocations.Revoke(revocations_pb2.RevokeRequest(kind="user", value="mallory"), metadata=ADMIN)
+    revision, audit, published_bytes = plane.store.revision(), plane.store.audit(), redis_client.get(SNAPSHOT_KEY)
+    state = plane.store.state()
+
+    problems = []
+    for what, call, code, text in refusals(api, channel):
+        try:
+            call()
+        except grpc.RpcError as exc:
+            if exc.code() != code or text not in exc.details():
+                problems.append(f"{what}: {exc.code().name} {exc.details()!r}, expected {code.name} naming {text!r}")
+        else:
+            problems.append(f"{what}: accepted")
+    assert problems == []
+    assert (plane.store.revision(), plane.store.audit(), plane.store.state()) == (revision, audit, state)
+    assert redis_client.get(SNAPSHOT_KEY) == published_bytes

@@ -66,17 +66,21 @@ def test_snapshot_content(store):
     assert data["bindings"][0]["clusters"] == {"names": [], "selector": {"env": "dev"}}
 
 
-def test_revoked_tokens_leave_and_expired_bindings_are_not_included(store):
+def test_revoked_tokens_leave_and_windows_travel_until_they_have_passed(store):
     store.create_role("alice", Role("viewer", (VIEW,)))
     store.issue_token("alice", Token(id="t-1", sha256="ab" * 32, user="bob"))
     store.revoke("alice", Revocation("token", "t-1"))
     window = Binding("later", "viewer", (Subject("user", "bob"),), ClusterSelector(names=("*",)),
-                     valid_from="2999-01-01T00:00:00Z")
+                     valid_from="2999-01-01T00:00:00Z", valid_until="2999-01-02T00:00:00Z")
     store.create_binding("alice", window)
     data = build_snapshot(store.state())
     assert data["tokens"] == [] and data["revocations"]["token_ids"] == ["t-1"]
-    assert data["bindings"] == []
-    assert build_snapshot(_state(bindings=(window,), committed_at="2999-01-01T00:00:00Z"))["bindings"]
+    # the gateway evaluates the window at request time: it travels before it opens
+    assert [(b["valid_from"], b["valid_until"]) for b in data["bindings"]] == [
+        ("2999-01-01T00:00:00Z", "2999-01-02T00:00:00Z")]
+    assert build_snapshot(_state(bindings=(window,), committed_at="2999-01-01T23:59:59Z"))["bindings"]
+    # once wholly passed it can never apply again, and is left out
+    assert build_snapshot(_state(bindings=(window,), committed_at="2999-01-02T00:00:00Z"))["bindings"] == []
 
 
 def test_publish_writes_a_verifiable_snapshot_and_announces_it(redis_client, signing_key):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"controlplane/api/v1/bindings.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x07Subject\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x9f\x01\n\x0f\x43lusterSelector\x12\r\n\x05names\x18\x01 \x03(\t\x12L\n\x08selector\x18\x02 \x03(\x0b\x32:.accesspoint.controlplane.v1.ClusterSelector.SelectorEntry\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x02\n\x07\x42inding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x36\n\x08subjects\x18\x03 \x03(\x0b\x32$.accesspoint.controlplane.v1.Subject\x12>\n\x08\x63lusters\x18\x04 \x01(\x0b\x32,.accesspoint.controlplane.v1.ClusterSelector\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x07 \x01(\x03\"M\n\x14\x43reateBindingRequest\x12\x35\n\x07\x62inding\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Binding\"h\n\x14UpdateBindingRequest\x12\x35\n\x07\x62inding\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Binding\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"?\n\x14\x44\x65leteBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\")\n\x15\x44\x65leteBindingResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"!\n\x11GetBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListBindingsRequest\"N\n\x14ListBindingsResponse\x12\x36\n\x08\x62indings\x18\x01 \x03(\x0b\x32$.accesspoint.controlplane.v1.Binding2\xb5\x04\n\x0e\x42indingService\x12h\n\rCreateBinding\x12\x31.accesspoint.controlplane.v1.CreateBindingRequest\x1a$.accesspoint.controlplane.v1.Binding\x12h\n\rUpdateBinding\x12\x31.accesspoint.controlplane.v1.UpdateBindingRequest\x1a$.accesspoint.controlplane.v1.Binding\x12v\n\rDeleteBinding\x12\x31.accesspoint.controlplane.v1.DeleteBindingRequest\x1a\x32.accesspoint.controlplane.v1.DeleteBindingResponse\x12\x62\n\nGetBinding\x12..accesspoint.controlplane.v1.GetBindingRequest\x1a$.accesspoint.controlplane.v1.Binding\x12s\n\x0cListBindings\x12\x30.accesspoint.controlplane.v1.ListBindingsRequest\x1a\x31.accesspoint.controlplane.v1.ListBindingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"controlplane/api/v1/bindings.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x07Subject\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"I\n\x18LabelSelectorRequirement\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xf1\x01\n\x0f\x43lusterSelector\x12\r\n\x05names\x18\x01 \x03(\t\x12L\n\x08selector\x18\x02 \x03(\x0b\x32:.accesspoint.controlplane.v1.ClusterSelector.SelectorEntry\x12P\n\x11match_expressions\x18\x03 \x03(\x0b\x32\x35.accesspoint.controlplane.v1.LabelSelectorRequirement\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x08Schedule\x12\x0c\n\x04\x64\x61ys\x18\x01 \x03(\t\x12\r\n\x05start\x18\x02 \x01(\t\x12\x0b\n\x03\x65nd\x18\x03 \x01(\t\"m\n\nConditions\x12\x14\n\x0csource_cidrs\x18\x01 \x03(\t\x12\x10\n\x08\x63hannels\x18\x02 \x03(\t\x12\x37\n\x08schedule\x18\x03 \x01(\x0b\x32%.accesspoint.controlplane.v1.Schedule\"1\n\x05Grant\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x90\x03\n\x07\x42inding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x36\n\x08subjects\x18\x03 \x03(\x0b\x32$.accesspoint.controlplane.v1.Subject\x12>\n\x08\x63lusters\x18\x04 \x01(\x0b\x32,.accesspoint.controlplane.v1.ClusterSelector\x12.\n\nvalid_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x07 \x01(\x03\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x08 \x01(\t\x12;\n\nconditions\x18\t \x01(\x0b\x32\'.accesspoint.controlplane.v1.Conditions\x12\x31\n\x05grant\x18\n \x01(\x0b\x32\".accesspoint.controlplane.v1.Grant\"M\n\x14\x43reateBindingRequest\x12\x35\n\x07\x62inding\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Binding\"h\n\x14UpdateBindingRequest\x12\x35\n\x07\x62inding\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Binding\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"?\n\x14\x44\x65leteBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\")\n\x15\x44\x65leteBindingResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"!\n\x11GetBindingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListBindingsRequest\"N\n\x14ListBindingsResponse\x12\x36\n\x08\x62indings\x18\x01 \x03(\x0b\x32$.accesspoint.controlplane.v1.Binding2\xb5\x04\n\x0e\x42indingService\x12h\n\rCreateBinding\x12\x31.accesspoint.controlplane.v1.CreateBindingRequest\x1a$.accesspoint.controlplane.v1.Binding\x12h\n\rUpdateBinding\x12\x31.accesspoint.controlplane.v1.UpdateBindingRequest\x1a$.accesspoint.controlplane.v1.Binding\x12v\n\rDeleteBinding\x12\x31.accesspoint.controlplane.v1.DeleteBindingRequest\x1a\x32.accesspoint.controlplane.v1.DeleteBindingResponse\x12\x62\n\nGetBinding\x12..accesspoint.controlplane.v1.GetBindingRequest\x1a$.accesspoint.controlplane.v1.Binding\x12s\n\x0cListBindings\x12\x30.accesspoint.controlplane.v1.ListBindingsRequest\x1a\x31.accesspoint.controlplane.v1.ListBindingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,26 +36,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERSELECTOR_SELECTORENTRY']._serialized_options = b'8\001'
   _globals['_SUBJECT']._serialized_start=100
   _globals['_SUBJECT']._serialized_end=137
-  _globals['_CLUSTERSELECTOR']._serialized_start=140
-  _globals['_CLUSTERSELECTOR']._serialized_end=299
-  _globals['_CLUSTERSELECTOR_SELECTORENTRY']._serialized_start=252
-  _globals['_CLUSTERSELECTOR_SELECTORENTRY']._serialized_end=299
-  _globals['_BINDING']._serialized_start=302
-  _globals['_BINDING']._serialized_end=574
-  _globals['_CREATEBINDINGREQUEST']._serialized_start=576
-  _globals['_CREATEBINDINGREQUEST']._serialized_end=653
-  _globals['_UPDATEBINDINGREQUEST']._serialized_start=655
-  _globals['_UPDATEBINDINGREQUEST']._serialized_end=759
-  _globals['_DELETEBINDINGREQUEST']._serialized_start=761
-  _globals['_DELETEBINDINGREQUEST']._serialized_end=824
-  _globals['_DELETEBINDINGRESPONSE']._serialized_start=826
-  _globals['_DELETEBINDINGRESPONSE']._serialized_end=867
-  _globals['_GETBINDINGREQUEST']._serialized_start=869
-  _globals['_GETBINDINGREQUEST']._serialized_end=902
-  _globals['_LISTBINDINGSREQUEST']._serialized_start=904
-  _globals['_LISTBINDINGSREQUEST']._serialized_end=925
-  _globals['_LISTBINDINGSRESPONSE']._serialized_start=927
-  _globals['_LISTBINDINGSRESPONSE']._serialized_end=1005
-  _globals['_BINDINGSERVICE']._serialized_start=1008
-  _globals['_BINDINGSERVICE']._serialized_end=1573
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_start=139
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_end=212
+  _globals['_CLUSTERSELECTOR']._serialized_start=215
+  _globals['_CLUSTERSELECTOR']._serialized_end=456
+  _globals['_CLUSTERSELECTOR_SELECTORENTRY']._serialized_start=409
+  _globals['_CLUSTERSELECTOR_SELECTORENTRY']._serialized_end=456
+  _globals['_SCHEDULE']._serialized_start=458
+  _globals['_SCHEDULE']._serialized_end=510
+  _globals['_CONDITIONS']._serialized_start=512
+  _globals['_CONDITIONS']._serialized_end=621
+  _globals['_GRANT']._serialized_start=623
+  _globals['_GRANT']._serialized_end=672
+  _globals['_BINDING']._serialized_start=675
+  _globals['_BINDING']._serialized_end=1075
+  _globals['_CREATEBINDINGREQUEST']._serialized_start=1077
+  _globals['_CREATEBINDINGREQUEST']._serialized_end=1154
+  _globals['_UPDATEBINDINGREQUEST']._serialized_start=1156
+  _globals['_UPDATEBINDINGREQUEST']._serialized_end=1260
+  _globals['_DELETEBINDINGREQUEST']._serialized_start=1262
+  _globals['_DELETEBINDINGREQUEST']._serialized_end=1325
+  _globals['_DELETEBINDINGRESPONSE']._serialized_start=1327
+  _globals['_DELETEBINDINGRESPONSE']._serialized_end=1368
+  _globals['_GETBINDINGREQUEST']._serialized_start=1370
+  _globals['_GETBINDINGREQUEST']._serialized_end=1403
+  _globals['_LISTBINDINGSREQUEST']._serialized_start=1405
+  _globals['_LISTBINDINGSREQUEST']._serialized_end=1426
+  _globals['_LISTBINDINGSRESPONSE']._serialized_start=1428
+  _globals['_LISTBINDINGSRESPONSE']._serialized_end=1506
+  _globals['_BINDINGSERVICE']._serialized_start=1509
+  _globals['_BINDINGSERVICE']._serialized_end=2074
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ class Credential(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., ref: _Optional[str] = ..., cert_ref: _Optional[str] = ..., key_ref: _Optional[str] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "endpoint", "ca_bundle", "credential", "labels", "tunnel", "identity_mode", "kubectl_enabled", "revision")
+    __slots__ = ("name", "endpoint", "ca_bundle", "credential", "labels", "tunnel", "identity_mode", "kubectl_enabled", "revision", "read_only", "upstream_groups")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,8 @@ class Cluster(_message.Message):
     IDENTITY_MODE_FIELD_NUMBER: _ClassVar[int]
     KUBECTL_ENABLED_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_GROUPS_FIELD_NUMBER: _ClassVar[int]
     name: str
     endpoint: str
     ca_bundle: str
@@ -45,7 +47,9 @@ class Cluster(_message.Message):
     identity_mode: str
     kubectl_enabled: bool
     revision: int
-    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., ca_bundle: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., tunnel: _Optional[bool] = ..., identity_mode: _Optional[str] = ..., kubectl_enabled: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+    read_only: bool
+    upstream_groups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., ca_bundle: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., tunnel: _Optional[bool] = ..., identity_mode: _Optional[str] = ..., kubectl_enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., read_only: _Optional[bool] = ..., upstream_groups: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterClusterRequest(_message.Message):
     __slots__ = ("cluster",)

@@ -26,23 +26,23 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%controlplane/api/v1/kubeconfigs.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\x16IssueKubeconfigRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"l\n\x17IssueKubeconfigResponse\x12\x12\n\nkubeconfig\x18\x01 \x01(\t\x12=\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0b\x32(.accesspoint.controlplane.v1.Certificate\"\x9f\x01\n\x0b\x43\x65rtificate\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06groups\x18\x03 \x03(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\"\x19\n\x17ListCertificatesRequest\"Z\n\x18ListCertificatesResponse\x12>\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32(.accesspoint.controlplane.v1.Certificate2\x92\x02\n\x11KubeconfigService\x12|\n\x0fIssueKubeconfig\x12\x33.accesspoint.controlplane.v1.IssueKubeconfigRequest\x1a\x34.accesspoint.controlplane.v1.IssueKubeconfigResponse\x12\x7f\n\x10ListCertificates\x12\x34.accesspoint.controlplane.v1.ListCertificatesRequest\x1a\x35.accesspoint.controlplane.v1.ListCertificatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%controlplane/api/v1/kubeconfigs.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n\x16IssueKubeconfigRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07session\x18\x05 \x01(\t\"l\n\x17IssueKubeconfigResponse\x12\x12\n\nkubeconfig\x18\x01 \x01(\t\x12=\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0b\x32(.accesspoint.controlplane.v1.Certificate\"\xb0\x01\n\x0b\x43\x65rtificate\x12\x0e\n\x06serial\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06groups\x18\x03 \x03(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x0f\n\x07session\x18\x08 \x01(\t\"\x19\n\x17ListCertificatesRequest\"Z\n\x18ListCertificatesResponse\x12>\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32(.accesspoint.controlplane.v1.Certificate2\x92\x02\n\x11KubeconfigService\x12|\n\x0fIssueKubeconfig\x12\x33.accesspoint.controlplane.v1.IssueKubeconfigRequest\x1a\x34.accesspoint.controlplane.v1.IssueKubeconfigResponse\x12\x7f\n\x10ListCertificates\x12\x34.accesspoint.controlplane.v1.ListCertificatesRequest\x1a\x35.accesspoint.controlplane.v1.ListCertificatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'controlplane.api.v1.kubeconfigs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ISSUEKUBECONFIGREQUEST']._serialized_start=135
-  _globals['_ISSUEKUBECONFIGREQUEST']._serialized_end=246
-  _globals['_ISSUEKUBECONFIGRESPONSE']._serialized_start=248
-  _globals['_ISSUEKUBECONFIGRESPONSE']._serialized_end=356
-  _globals['_CERTIFICATE']._serialized_start=359
-  _globals['_CERTIFICATE']._serialized_end=518
-  _globals['_LISTCERTIFICATESREQUEST']._serialized_start=520
-  _globals['_LISTCERTIFICATESREQUEST']._serialized_end=545
-  _globals['_LISTCERTIFICATESRESPONSE']._serialized_start=547
-  _globals['_LISTCERTIFICATESRESPONSE']._serialized_end=637
-  _globals['_KUBECONFIGSERVICE']._serialized_start=640
-  _globals['_KUBECONFIGSERVICE']._serialized_end=914
+  _globals['_ISSUEKUBECONFIGREQUEST']._serialized_start=136
+  _globals['_ISSUEKUBECONFIGREQUEST']._serialized_end=264
+  _globals['_ISSUEKUBECONFIGRESPONSE']._serialized_start=266
+  _globals['_ISSUEKUBECONFIGRESPONSE']._serialized_end=374
+  _globals['_CERTIFICATE']._serialized_start=377
+  _globals['_CERTIFICATE']._serialized_end=553
+  _globals['_LISTCERTIFICATESREQUEST']._serialized_start=555
+  _globals['_LISTCERTIFICATESREQUEST']._serialized_end=580
+  _globals['_LISTCERTIFICATESRESPONSE']._serialized_start=582
+  _globals['_LISTCERTIFICATESRESPONSE']._serialized_end=672
+  _globals['_KUBECONFIGSERVICE']._serialized_start=675
+  _globals['_KUBECONFIGSERVICE']._serialized_end=949
 # @@protoc_insertion_point(module_scope)

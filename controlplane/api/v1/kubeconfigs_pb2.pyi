@@ -11,16 +11,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class IssueKubeconfigRequest(_message.Message):
-    __slots__ = ("user", "groups", "cluster", "ttl")
+    __slots__ = ("user", "groups", "cluster", "ttl", "session")
     USER_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     user: str
     groups: _containers.RepeatedScalarFieldContainer[str]
     cluster: str
     ttl: _duration_pb2.Duration
-    def __init__(self, user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., cluster: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    session: str
+    def __init__(self, user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., cluster: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., session: _Optional[str] = ...) -> None: ...
 
 class IssueKubeconfigResponse(_message.Message):
     __slots__ = ("kubeconfig", "certificate")
@@ -31,7 +33,7 @@ class IssueKubeconfigResponse(_message.Message):
     def __init__(self, kubeconfig: _Optional[str] = ..., certificate: _Optional[_Union[Certificate, _Mapping]] = ...) -> None: ...
 
 class Certificate(_message.Message):
-    __slots__ = ("serial", "user", "groups", "cluster", "expires_at", "revision", "revoked")
+    __slots__ = ("serial", "user", "groups", "cluster", "expires_at", "revision", "revoked", "session")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +41,7 @@ class Certificate(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     serial: str
     user: str
     groups: _containers.RepeatedScalarFieldContainer[str]
@@ -46,7 +49,8 @@ class Certificate(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     revision: int
     revoked: bool
-    def __init__(self, serial: _Optional[str] = ..., user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., cluster: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+    session: str
+    def __init__(self, serial: _Optional[str] = ..., user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., cluster: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., revoked: _Optional[bool] = ..., session: _Optional[str] = ...) -> None: ...
 
 class ListCertificatesRequest(_message.Message):
     __slots__ = ()

@@ -24,41 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n controlplane/api/v1/tokens.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\"z\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06groups\x18\x03 \x03(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\"W\n\x11IssueTokenRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"W\n\x12IssueTokenResponse\x12\x31\n\x05token\x18\x01 \x01(\x0b\x32\".accesspoint.controlplane.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\"H\n\x12ListTokensResponse\x12\x32\n\x06tokens\x18\x01 \x03(\x0b\x32\".accesspoint.controlplane.v1.Token\"0\n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\'\n\x13RevokeTokenResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"V\n\x0fServiceIdentity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\"f\n\x1c\x43reateServiceIdentityRequest\x12\x46\n\x10service_identity\x18\x01 \x01(\x0b\x32,.accesspoint.controlplane.v1.ServiceIdentity\",\n\x1c\x44\x65leteServiceIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x1d\x44\x65leteServiceIdentityResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x1e\n\x1cListServiceIdentitiesRequest\"i\n\x1dListServiceIdentitiesResponse\x12H\n\x12service_identities\x18\x01 \x03(\x0b\x32,.accesspoint.controlplane.v1.ServiceIdentity2\xde\x02\n\x0cTokenService\x12m\n\nIssueToken\x12..accesspoint.controlplane.v1.IssueTokenRequest\x1a/.accesspoint.controlplane.v1.IssueTokenResponse\x12m\n\nListTokens\x12..accesspoint.controlplane.v1.ListTokensRequest\x1a/.accesspoint.controlplane.v1.ListTokensResponse\x12p\n\x0bRevokeToken\x12/.accesspoint.controlplane.v1.RevokeTokenRequest\x1a\x30.accesspoint.controlplane.v1.RevokeTokenResponse2\xbd\x03\n\x16ServiceIdentityService\x12\x80\x01\n\x15\x43reateServiceIdentity\x12\x39.accesspoint.controlplane.v1.CreateServiceIdentityRequest\x1a,.accesspoint.controlplane.v1.ServiceIdentity\x12\x8e\x01\n\x15\x44\x65leteServiceIdentity\x12\x39.accesspoint.controlplane.v1.DeleteServiceIdentityRequest\x1a:.accesspoint.controlplane.v1.DeleteServiceIdentityResponse\x12\x8e\x01\n\x15ListServiceIdentities\x12\x39.accesspoint.controlplane.v1.ListServiceIdentitiesRequest\x1a:.accesspoint.controlplane.v1.ListServiceIdentitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n controlplane/api/v1/tokens.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\"\x9c\x01\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0e\n\x06groups\x18\x03 \x03(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x0f\n\x07\x63hannel\x18\x08 \x01(\t\x12\x0f\n\x07session\x18\t \x01(\t\"y\n\x11IssueTokenRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x05 \x01(\t\x12\x0f\n\x07session\x18\x06 \x01(\t\"W\n\x12IssueTokenResponse\x12\x31\n\x05token\x18\x01 \x01(\x0b\x32\".accesspoint.controlplane.v1.Token\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x13\n\x11ListTokensRequest\"H\n\x12ListTokensResponse\x12\x32\n\x06tokens\x18\x01 \x03(\x0b\x32\".accesspoint.controlplane.v1.Token\"0\n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\'\n\x13RevokeTokenResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"V\n\x0fServiceIdentity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06groups\x18\x02 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\"f\n\x1c\x43reateServiceIdentityRequest\x12\x46\n\x10service_identity\x18\x01 \x01(\x0b\x32,.accesspoint.controlplane.v1.ServiceIdentity\",\n\x1c\x44\x65leteServiceIdentityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x1d\x44\x65leteServiceIdentityResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"\x1e\n\x1cListServiceIdentitiesRequest\"i\n\x1dListServiceIdentitiesResponse\x12H\n\x12service_identities\x18\x01 \x03(\x0b\x32,.accesspoint.controlplane.v1.ServiceIdentity2\xde\x02\n\x0cTokenService\x12m\n\nIssueToken\x12..accesspoint.controlplane.v1.IssueTokenRequest\x1a/.accesspoint.controlplane.v1.IssueTokenResponse\x12m\n\nListTokens\x12..accesspoint.controlplane.v1.ListTokensRequest\x1a/.accesspoint.controlplane.v1.ListTokensResponse\x12p\n\x0bRevokeToken\x12/.accesspoint.controlplane.v1.RevokeTokenRequest\x1a\x30.accesspoint.controlplane.v1.RevokeTokenResponse2\xbd\x03\n\x16ServiceIdentityService\x12\x80\x01\n\x15\x43reateServiceIdentity\x12\x39.accesspoint.controlplane.v1.CreateServiceIdentityRequest\x1a,.accesspoint.controlplane.v1.ServiceIdentity\x12\x8e\x01\n\x15\x44\x65leteServiceIdentity\x12\x39.accesspoint.controlplane.v1.DeleteServiceIdentityRequest\x1a:.accesspoint.controlplane.v1.DeleteServiceIdentityResponse\x12\x8e\x01\n\x15ListServiceIdentities\x12\x39.accesspoint.controlplane.v1.ListServiceIdentitiesRequest\x1a:.accesspoint.controlplane.v1.ListServiceIdentitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'controlplane.api.v1.tokens_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKEN']._serialized_start=65
-  _globals['_TOKEN']._serialized_end=187
-  _globals['_ISSUETOKENREQUEST']._serialized_start=189
-  _globals['_ISSUETOKENREQUEST']._serialized_end=276
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=278
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=365
-  _globals['_LISTTOKENSREQUEST']._serialized_start=367
-  _globals['_LISTTOKENSREQUEST']._serialized_end=386
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=388
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=460
-  _globals['_REVOKETOKENREQUEST']._serialized_start=462
-  _globals['_REVOKETOKENREQUEST']._serialized_end=510
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=512
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=551
-  _globals['_SERVICEIDENTITY']._serialized_start=553
-  _globals['_SERVICEIDENTITY']._serialized_end=639
-  _globals['_CREATESERVICEIDENTITYREQUEST']._serialized_start=641
-  _globals['_CREATESERVICEIDENTITYREQUEST']._serialized_end=743
-  _globals['_DELETESERVICEIDENTITYREQUEST']._serialized_start=745
-  _globals['_DELETESERVICEIDENTITYREQUEST']._serialized_end=789
-  _globals['_DELETESERVICEIDENTITYRESPONSE']._serialized_start=791
-  _globals['_DELETESERVICEIDENTITYRESPONSE']._serialized_end=840
-  _globals['_LISTSERVICEIDENTITIESREQUEST']._serialized_start=842
-  _globals['_LISTSERVICEIDENTITIESREQUEST']._serialized_end=872
-  _globals['_LISTSERVICEIDENTITIESRESPONSE']._serialized_start=874
-  _globals['_LISTSERVICEIDENTITIESRESPONSE']._serialized_end=979
-  _globals['_TOKENSERVICE']._serialized_start=982
-  _globals['_TOKENSERVICE']._serialized_end=1332
-  _globals['_SERVICEIDENTITYSERVICE']._serialized_start=1335
-  _globals['_SERVICEIDENTITYSERVICE']._serialized_end=1780
+  _globals['_TOKEN']._serialized_start=66
+  _globals['_TOKEN']._serialized_end=222
+  _globals['_ISSUETOKENREQUEST']._serialized_start=224
+  _globals['_ISSUETOKENREQUEST']._serialized_end=345
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=347
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=434
+  _globals['_LISTTOKENSREQUEST']._serialized_start=436
+  _globals['_LISTTOKENSREQUEST']._serialized_end=455
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=457
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=529
+  _globals['_REVOKETOKENREQUEST']._serialized_start=531
+  _globals['_REVOKETOKENREQUEST']._serialized_end=579
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=581
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=620
+  _globals['_SERVICEIDENTITY']._serialized_start=622
+  _globals['_SERVICEIDENTITY']._serialized_end=708
+  _globals['_CREATESERVICEIDENTITYREQUEST']._serialized_start=710
+  _globals['_CREATESERVICEIDENTITYREQUEST']._serialized_end=812
+  _globals['_DELETESERVICEIDENTITYREQUEST']._serialized_start=814
+  _globals['_DELETESERVICEIDENTITYREQUEST']._serialized_end=858
+  _globals['_DELETESERVICEIDENTITYRESPONSE']._serialized_start=860
+  _globals['_DELETESERVICEIDENTITYRESPONSE']._serialized_end=909
+  _globals['_LISTSERVICEIDENTITIESREQUEST']._serialized_start=911
+  _globals['_LISTSERVICEIDENTITIESREQUEST']._serialized_end=941
+  _globals['_LISTSERVICEIDENTITIESRESPONSE']._serialized_start=943
+  _globals['_LISTSERVICEIDENTITIESRESPONSE']._serialized_end=1048
+  _globals['_TOKENSERVICE']._serialized_start=1051
+  _globals['_TOKENSERVICE']._serialized_end=1401
+  _globals['_SERVICEIDENTITYSERVICE']._serialized_start=1404
+  _globals['_SERVICEIDENTITYSERVICE']._serialized_end=1849
 # @@protoc_insertion_point(module_scope)

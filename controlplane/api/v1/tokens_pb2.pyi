@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Token(_message.Message):
-    __slots__ = ("id", "user", "groups", "service", "description", "revision", "revoked")
+    __slots__ = ("id", "user", "groups", "service", "description", "revision", "revoked", "channel", "session")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,8 @@ class Token(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     user: str
     groups: _containers.RepeatedScalarFieldContainer[str]
@@ -22,19 +24,25 @@ class Token(_message.Message):
     description: str
     revision: int
     revoked: bool
-    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., service: _Optional[str] = ..., description: _Optional[str] = ..., revision: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+    channel: str
+    session: str
+    def __init__(self, id: _Optional[str] = ..., user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., service: _Optional[str] = ..., description: _Optional[str] = ..., revision: _Optional[int] = ..., revoked: _Optional[bool] = ..., channel: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
 
 class IssueTokenRequest(_message.Message):
-    __slots__ = ("user", "groups", "service", "description")
+    __slots__ = ("user", "groups", "service", "description", "channel", "session")
     USER_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     user: str
     groups: _containers.RepeatedScalarFieldContainer[str]
     service: str
     description: str
-    def __init__(self, user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., service: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    channel: str
+    session: str
+    def __init__(self, user: _Optional[str] = ..., groups: _Optional[_Iterable[str]] = ..., service: _Optional[str] = ..., description: _Optional[str] = ..., channel: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
 
 class IssueTokenResponse(_message.Message):
     __slots__ = ("token", "secret")

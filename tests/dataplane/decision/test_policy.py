@@ -112,7 +112,8 @@ def test_rbac_table(who, cluster_name, info, allowed_by):
     assert decision.allowed is (allowed_by is not None)
     if allowed_by:
         role = next(b["role"] for b in BINDINGS if b["name"] == allowed_by)
-        assert decision == Decision(True, f'binding "{allowed_by}" (role "{role}")', allowed_by, role)
+        assert decision == Decision(True, f'binding "{allowed_by}" (role "{role}")', allowed_by, role,
+                                    effect="allow", grant_kind="binding", grant_id=allowed_by)
     else:
         assert decision.reason.startswith("no binding allows") and decision.binding == ""
 
@@ -129,24 +130,24 @@ def test_first_binding_in_snapshot_order_names_the_allow():
 
 
 def test_decisions_are_cached_per_policy_and_die_with_it():
-    policy = CompiledPolicy(DATA, SNAPSHOT.clusters)
+    policy = CompiledPolicy(DATA)
     info = Attrs("get", name="web-0", **pods)
     first = policy.decide(ALICE, SNAPSHOT.clusters["sandbox"], info)
     assert policy.decide(ALICE, SNAPSHOT.clusters["sandbox"], info) is first
-    assert CompiledPolicy(DATA, SNAPSHOT.clusters).decide(ALICE, SNAPSHOT.clusters["sandbox"], info) is not first
+    assert CompiledPolicy(DATA).decide(ALICE, SNAPSHOT.clusters["sandbox"], info) is not first
 
 
 def test_cache_is_bounded(monkeypatch):
     monkeypatch.setattr("dataplane.policy.DECISION_CACHE_LIMIT", 3)
-    policy = CompiledPolicy(DATA, SNAPSHOT.clusters)
+    policy = CompiledPolicy(DATA)
     for index in range(10):
         policy.decide(ALICE, SNAPSHOT.clusters["sandbox"], Attrs("get", name=f"p{index}", **pods))
-    assert len(policy._cache) <= 3
+    assert 1 <= policy.cache_size <= 3
 
 
 def test_unknown_cluster_is_denied():
     stranger = Snapshot(snapshot_data()).clusters["sandbox"]
-    assert not CompiledPolicy(snapshot_data(clusters=[]), {}).decide(ALICE, stranger, Attrs("get", **pods)).allowed
+    assert not CompiledPolicy(snapshot_data(clusters=[])).decide(ALICE, stranger, Attrs("get", **pods)).allowed
 
 
 @pytest.mark.parametrize("resource, name, namespace, allowed", [

@@ -56,7 +56,7 @@ class FreezableProxy:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def h2_cluster(tmp_path):
+async def h2_cluster(tmp_path, upstream_http2="always"):
     ca = CertificateAuthority.create("fake cluster")
     ca.issue_server(["127.0.0.1"]).write(tmp_path / "kube.crt", tmp_path / "kube.key")
     fake = FakeKube(cert=tmp_path / "kube.crt", key=tmp_path / "kube.key", http2=True,
@@ -65,7 +65,8 @@ async def h2_cluster(tmp_path):
     proxy = FreezableProxy(fake.port)
     await proxy.start()
     env = await make_env(tmp_path, {}, unreachable={"alpha": proxy.port}, cluster_ca=ca,
-                         upstream_ping_interval=PING_INTERVAL, upstream_ping_timeout=PING_TIMEOUT)
+                         upstream_ping_interval=PING_INTERVAL, upstream_ping_timeout=PING_TIMEOUT,
+                         upstream_http2=upstream_http2)
     return fake, proxy, env
 
 
@@ -83,6 +84,29 @@ def test_requests_are_multiplexed_on_one_upstream_h2_connection(tmp_path):
             for sid in watches:
                 await c.wait(lambda sid=sid: b'"seen"' in c.streams[sid].body, "the watch event")
             assert fake.alpn_counts == {"h2": 1}
+            assert len(env.worker.upstreams.h2_connections("alpha")) == 1
+        finally:
+            await env.close()
+            await proxy.close()
+            await fake.stop()
+    run(body)
+
+
+def test_by_default_only_watches_and_logs_use_upstream_h2(tmp_path):
+    """--upstream-http2 streams: long-lived responses get h2's health PINGs, the rest the
+    cheaper HTTP/1.1 keep-alive pool."""
+    async def body():
+        fake, proxy, env = await h2_cluster(tmp_path, upstream_http2="streams")
+        try:
+            c = await env.connect()
+            for _ in range(3):     # one pooled connection, reused
+                assert (await c.request("GET", CMS)).status == 200
+            n = await h2_connect(env)
+            watch = n.request("GET", CMS + "?watch=true")
+            assert (await n.get(CMS)).status == 200
+            assert (await n.get(CMS)).status == 200
+            await n.wait(lambda: n.streams[watch].status == 200, "the watch's headers")
+            assert fake.alpn_counts == {"http/1.1": 1, "h2": 1}
             assert len(env.worker.upstreams.h2_connections("alpha")) == 1
         finally:
             await env.close()
