@@ -233,7 +233,8 @@ class HTTP1Protocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self._loop = asyncio.get_event_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_kind = ""
+        self._timer_kind = ""          # "head", "idle" or "" (no timer due)
+        self._deadline = 0.0
         self._request: Request | None = None
         self._response: Response | None = None
         self._task: asyncio.Task | None = None
@@ -264,9 +265,10 @@ class HTTP1Protocol(asyncio.Protocol):
             return
         self._buffer += data
         if self.phase == HEAD:
-            if self._timer_kind == "idle":
-                self._arm_timer(self._head_timeout, "head")   # a head started: slowloris clock
+            idle = self._timer_kind == "idle"
             self._parse_head()
+            if idle and self.phase == HEAD and self._buffer:
+                self._arm_timer(self._head_timeout, "head")   # a head started: slowloris clock
         elif self.phase == BODY:
             self._feed_body()
         else:
@@ -282,6 +284,9 @@ class HTTP1Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
         self._cancel_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.flow is not None:
             self.flow.connection_lost()
         if self._response is not None:
@@ -315,20 +320,30 @@ class HTTP1Protocol(asyncio.Protocol):
             self.transport.abort()
 
     # -- internals -------------------------------------------------------------------------------
+    # One lazy timer per connection: arming only moves the deadline and cancelling only clears the
+    # kind; the loop's timer is replaced only when the new deadline is earlier than its own. When
+    # it fires early it re-arms for what is left, so a keep-alive request costs no timer at all.
     def _arm_timer(self, seconds: float, kind: str) -> None:
-        self._cancel_timer()
-        if seconds and seconds > 0:
-            self._timer = self._loop.call_later(seconds, self._on_timer)
-            self._timer_kind = kind
+        if not (seconds and seconds > 0):
+            self._cancel_timer()
+            return
+        self._timer_kind = kind
+        self._deadline = self._loop.time() + seconds
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._timer_kind = ""
+        self._timer_kind = ""
 
     def _on_timer(self) -> None:
         self._timer = None
+        if not self._timer_kind:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
         if self.phase != HEAD:
             return
         if self._timer_kind == "head" and self._buffer:

@@ -109,10 +109,17 @@ def _get_bindings(client: Client, name: str) -> tuple[list, list[str], Callable]
              list(client.call(client.bindings.ListBindings, bindings_pb2.ListBindingsRequest()).bindings))
 
     def clusters(b: bindings_pb2.Binding) -> str:
-        return output.joined([*b.clusters.names, *(f"{k}={v}" for k, v in sorted(b.clusters.selector.items()))])
+        expressions = (f"{e.key} {e.operator}" + (f" ({'|'.join(e.values)})" if e.values else "")
+                       for e in b.clusters.match_expressions)
+        return output.joined([*b.clusters.names, *(f"{k}={v}" for k, v in sorted(b.clusters.selector.items())),
+                              *expressions])
 
-    return items, ["NAME", "ROLE", "SUBJECTS", "CLUSTERS", "REVISION"], \
-        lambda b: [b.name, b.role, output.joined(f"{s.kind}:{s.name}" for s in b.subjects), clusters(b), b.revision]
+    def grant(b: bindings_pb2.Binding) -> str:
+        return "binding" if b.grant.kind == "binding" else f"{b.grant.kind}:{b.grant.id}"
+
+    return items, ["NAME", "ROLE", "SUBJECTS", "CLUSTERS", "EFFECT", "UNTIL", "GRANT", "REVISION"], \
+        lambda b: [b.name, b.role, output.joined(f"{s.kind}:{s.name}" for s in b.subjects), clusters(b), b.effect,
+                   output.timestamp_text(b.valid_until), grant(b), b.revision]
 
 
 def _get_tokens(client: Client, name: str) -> tuple[list, list[str], Callable]:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from ..model import AccessRequest, Binding, ClusterSelector, Grant, Revocation, Session, Settings, Subject
+from ..model import AccessRequest, Binding, ClusterSelector, Grant, Revocation, Session, Settings, Subject, utc_text
 from . import tables
 from .tables import Table
 
@@ -30,13 +30,7 @@ def _exists(tx: Any, table: Table, key: str) -> bool:
 
 
 def _later(moment: str, seconds: int) -> str:
-    return (datetime.datetime.fromisoformat(moment) + datetime.timedelta(seconds=seconds)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
-
-
-def _insert(w: Any, table: Table, obj: Any) -> None:
-    marks = ", ".join("?" for _ in table.columns)
-    w.tx.run(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})", table.row(obj, w.revision))
+    return utc_text(datetime.datetime.fromisoformat(moment) + datetime.timedelta(seconds=seconds))
 
 
 def _write_grant_binding(w: Any, name: str, user: str, role: str, cluster: str, seconds: int,
@@ -49,7 +43,7 @@ def _write_grant_binding(w: Any, name: str, user: str, role: str, cluster: str, 
     binding = Binding(name=name, role=role, subjects=(Subject("user", user),),
                       clusters=ClusterSelector(names=(cluster,)), valid_from=w.committed_at,
                       valid_until=_later(w.committed_at, seconds), grant=grant, revision=w.revision)
-    _insert(w, tables.BINDINGS, binding)
+    w.insert(tables.BINDINGS, binding)
     return binding
 
 
@@ -80,7 +74,7 @@ class AccessMixin:
             if not _exists(w.tx, tables.CLUSTERS, request.cluster):
                 raise NotFound(f"cluster {request.cluster!r} does not exist")
             created = replace(request, created_at=w.committed_at, revision=w.revision)
-            _insert(w, tables.ACCESS_REQUESTS, created)
+            w.insert(tables.ACCESS_REQUESTS, created)
             return created
         return self._mutate(actor, "access_requests.create", f"access_request/{request.id}", work)[1]
 
@@ -105,7 +99,7 @@ class AccessMixin:
                                                request.duration, Grant("access_request", request.id, request.reason))
                 decided = replace(decided, binding=binding.name, expires_at=binding.valid_until)
             w.tx.run("DELETE FROM access_requests WHERE id = ?", (request_id,))
-            _insert(w, tables.ACCESS_REQUESTS, decided)
+            w.insert(tables.ACCESS_REQUESTS, decided)
             return decided
         action = "access_requests.approve" if approve else "access_requests.deny"
         return self._mutate(actor, action, f"access_request/{request_id}", work)[1]
@@ -150,7 +144,7 @@ class AccessMixin:
         def work(w: Any) -> Session:
             session = Session(id=session_id, user=user, created_at=w.committed_at, last_seen_at=w.committed_at,
                               idle_timeout=_settings(w).session_idle_timeout, revision=w.revision)
-            _insert(w, tables.SESSIONS, session)
+            w.insert(tables.SESSIONS, session)
             return session
         return self._mutate(actor, "sessions.create", f"session/{session_id}", work)[1]
 

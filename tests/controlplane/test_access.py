@@ -186,6 +186,8 @@ def test_who_may_call_what(api, plane):
     assert code == grpc.StatusCode.PERMISSION_DENIED and "acts for no person" in message
     code, _ = refused(api.clusters.ListClusters, clusters_pb2.ListClustersRequest(), metadata=PORTAL)
     assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = refused(_ask, api, on_behalf_of("dora") + [("x-accesspoint-on-behalf-of", "erin")])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
     asked = _ask(api, on_behalf_of("dora", "devs"))
     assert asked.user == "dora"
     assert plane.store.audit()[-1].actor == "user:dora via token:portal"

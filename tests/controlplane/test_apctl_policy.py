@@ -93,6 +93,12 @@ def test_breakglass_sessions_and_settings(apctl):
     assert (code, err) == (0, "")
     assert re.fullmatch(r'break-glass bg-[0-9a-f]+: role "viewer" on "prod-eu" from \S+Z until \S+Z '
                         r'\(this activation is an alert\)\n', out), out
+    activation = re.match(r"break-glass (bg-[0-9a-f]+)", out).group(1)
+    code, out, _ = admin("get", "bindings")
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "ROLE", "SUBJECTS", "CLUSTERS", "EFFECT", "UNTIL", "GRANT", "REVISION"]
+    assert row.split()[:5] == [activation, "viewer", "user:sam", "prod-eu", "allow"]
+    assert row.split()[6] == f"break_glass:{activation}"
     code, out, err = sam("breakglass", "activate", "--cluster", "prod-eu", "--reason", "outage", "--duration", "1h")
     assert (code, out, err) == (2, "", "apctl: INVALID_ARGUMENT: duration: at most 1800 s "
                                        "(settings.break_glass.max_duration)\n")
@@ -114,3 +120,31 @@ def test_breakglass_sessions_and_settings(apctl):
     assert out.splitlines()[1].split()[-2:][-1] == "logout"
     assert portal("session", "logout", session["id"]) == (
         1, "", f"apctl: FAILED_PRECONDITION: session '{session['id']}' has already ended (logout)\n")
+
+
+DENY = """\
+kind: Binding
+name: no-contractors-in-prod
+role: viewer
+effect: deny
+subjects: [{kind: group, name: contractors}]
+clusters:
+  match_expressions: [{key: env, operator: In, values: [prod]}]
+conditions:
+  channels: [kubectl]
+  source_cidrs: [10.0.0.0/8]
+  schedule: {days: [sat, sun]}
+"""
+
+
+def test_apply_of_the_new_binding_fields_is_idempotent(apctl, tmp_path):
+    admin = apctl("admin")
+    (tmp_path / "deny.yaml").write_text(DENY)
+    assert admin("apply", "-f", str(tmp_path / "deny.yaml")) == (0, "binding/no-contractors-in-prod created\n", "")
+    assert admin("apply", "-f", str(tmp_path / "deny.yaml")) == (0, "binding/no-contractors-in-prod unchanged\n", "")
+    code, out, _ = admin("get", "binding", "no-contractors-in-prod", "-o", "yaml")
+    shown = yaml.safe_load(out)
+    assert (shown["effect"], shown["conditions"]["schedule"]) == ("deny", {"days": ["sat", "sun"], "start": "00:00",
+                                                                           "end": "24:00"})
+    (tmp_path / "shown.yaml").write_text(out)   # what get prints applies as it is
+    assert admin("apply", "-f", str(tmp_path / "shown.yaml"))[:2] == (0, "binding/no-contractors-in-prod unchanged\n")
