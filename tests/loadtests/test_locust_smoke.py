@@ -32,7 +32,7 @@ def quickstart(tmp_path):
         up.expect("AccessPoint is up", timeout=60)
         yield state_dir
     finally:
-        up.process.send_signal(signal.SIGINT)
+        up.process.send_signal(signal.SIGTERM)   # like Ctrl-C; SIGINT is ignored under a background shell
         try:
             up.wait_exit(timeout=60)
         finally:
