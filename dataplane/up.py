@@ -96,12 +96,10 @@ def start_redis(state: sandbox.StateLayout, port: int) -> subprocess.Popen:
         raise RuntimeError("redis-server is not on PATH (bin/install installs it)")
     state.redis_dir.mkdir(parents=True, exist_ok=True)
     # Append-only persistence: the audit stream must survive a Redis restart.
-    process = subprocess.Popen(
+    return start_ready(
         [server, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(state.redis_dir),
          "--save", "", "--appendonly", "yes", "--logfile", str(state.redis_dir / "redis.log")],
-        stdout=subprocess.DEVNULL)
-    wait_until(lambda: redis_answers(port), "Redis", process)
-    return process
+        lambda: redis_answers(port), "Redis", stdout=subprocess.DEVNULL)
 
 
 def start_sandbox(state: sandbox.StateLayout, port: int) -> subprocess.Popen:
@@ -109,14 +107,13 @@ def start_sandbox(state: sandbox.StateLayout, port: int) -> subprocess.Popen:
         raise RuntimeError("the sandbox cluster ships with the source checkout; use --cluster NAME=KUBECONFIG")
     ready = state.root / "sandbox" / "ready"
     ready.unlink(missing_ok=True)
-    process = subprocess.Popen(
+    return start_ready(
         [sys.executable, "-m", "tests.fakekube", "--host", "127.0.0.1", "--port", str(port),
          "--cert", str(state.sandbox_cert), "--key", str(state.sandbox_key),
          "--token-file", str(state.sandbox_token), "--rbac-file", str(state.sandbox_rbac),
          "--ready-file", str(ready)],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.DEVNULL)
-    wait_until(ready.exists, "the sandbox cluster", process)
-    return process
+        ready.exists, "the sandbox cluster", env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.DEVNULL)
 
 
 def controlplane_command(state: sandbox.StateLayout, api_port: int, redis_url: str, gateway_url: str,
@@ -136,10 +133,20 @@ def write_admin_token(state: sandbox.StateLayout) -> None:
     sandbox.write_secret(state.api_admin_token, secrets.token_urlsafe(32).encode())
 
 
-def start_controlplane_process(command: list[str], api_port: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=REPO_ROOT)
-    wait_until(lambda: grpc_serving(f"127.0.0.1:{api_port}"), "the control plane", process)
+def start_ready(command: list[str], ready, what: str, **popen) -> subprocess.Popen:
+    """Starts `command` and returns once `ready()` holds; a process that never gets ready is
+    stopped before the error propagates, so that nothing is left running behind it."""
+    process = subprocess.Popen(command, **{"cwd": REPO_ROOT, **popen})
+    try:
+        wait_until(ready, what, process)
+    except BaseException:
+        stop([process])
+        raise
     return process
+
+
+def start_controlplane_process(command: list[str], api_port: int) -> subprocess.Popen:
+    return start_ready(command, lambda: grpc_serving(f"127.0.0.1:{api_port}"), "the control plane")
 
 
 def start_controlplane(state: sandbox.StateLayout, api_port: int, redis_url: str, gateway_url: str) -> subprocess.Popen:
@@ -160,9 +167,7 @@ def gateway_command(state: sandbox.StateLayout, host: str, port: int, admin_port
 
 
 def start_gateway(command: list[str], admin_port: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=REPO_ROOT)
-    wait_until(lambda: http_ok("127.0.0.1", admin_port, "/readyz"), "the gateway", process)
-    return process
+    return start_ready(command, lambda: http_ok("127.0.0.1", admin_port, "/readyz"), "the gateway")
 
 
 def configure(state: sandbox.StateLayout, api_port: int, clusters: list[sandbox.ClusterSpec]) -> None:
