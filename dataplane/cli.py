@@ -13,6 +13,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("dataplane.server", "run the gateway (TLS listener, workers, drain on SIGTERM)"),
     "up": ("dataplane.up", "run a gateway in front of a local sandbox cluster (or real clusters)"),
+    "agent": ("dataplane.agent", "run the in-cluster agent: a reverse tunnel to the gateways"),
     "controlplane": ("controlplane.cli", "run the control plane (gRPC API, store, snapshot publishing)"),
 }
 

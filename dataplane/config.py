@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .options import ConfigError, add_option_groups, options_from_namespace, raise_problems
+from .tunnel.protocol import ALPN as TUNNEL_ALPN
 
 ENV_PREFIX = "ACCESSPOINT_"
 
@@ -92,6 +93,13 @@ class GatewayConfig:
     oidc_groups_prefix: str = ""
     oidc_ca_file: str = ""
     oidc_refresh_interval: float = 10.0
+    # tunnels: agents of clusters the gateway cannot reach dial in (docs/tunnels.md)
+    tunnel_port: int = 0
+    tunnel_client_ca: str = ""
+    tunnel_assertion_key: str = ""
+    tunnel_assertion_ttl: int = 30
+    tunnel_ping_interval: float = 5.0
+    tunnel_ping_timeout: float = 5.0
 
     HELP = {
         "listen": "HOST:PORT the gateway listens on (TLS)",
@@ -142,6 +150,12 @@ class GatewayConfig:
         "oidc_ca_file": "PEM file with the CAs of the issuer's TLS certificate (default: the system's)",
         "oidc_refresh_interval": "least seconds from one JWKS fetch to the next that a token with an "
                                  "unknown key id may prompt",
+        "tunnel_port": "port (on the --listen host) of the mTLS listener that cluster agents dial; 0: none",
+        "tunnel_client_ca": "PEM file with the CAs that issue agent certificates",
+        "tunnel_assertion_key": "Ed25519 private key (PEM) of the gateway fleet that signs identity assertions",
+        "tunnel_assertion_ttl": "seconds an identity assertion is valid (agents' clocks must be within this)",
+        "tunnel_ping_interval": "seconds of silence on a tunnel before a keep-alive PING",
+        "tunnel_ping_timeout": "seconds a PING may go unanswered before the tunnel is declared dead",
     }
 
     # -- CLI / environment -------------------------------------------------------------------------
@@ -160,6 +174,8 @@ class GatewayConfig:
                              "gateway_id"),
             "OIDC": ("oidc_issuer_url", "oidc_client_id", "oidc_username_claim", "oidc_username_prefix",
                      "oidc_groups_claim", "oidc_groups_prefix", "oidc_ca_file", "oidc_refresh_interval"),
+            "tunnels": ("tunnel_port", "tunnel_client_ca", "tunnel_assertion_key", "tunnel_assertion_ttl",
+                        "tunnel_ping_interval", "tunnel_ping_timeout"),
         }
         add_option_groups(parser, cls, groups, cls.HELP, ENV_PREFIX)
 
@@ -180,6 +196,7 @@ class GatewayConfig:
         self._validate_upstream(problems)
         self._validate_distribution(problems)
         self._validate_oidc(problems, check_files)
+        self._validate_tunnels(problems, check_files)
         raise_problems(problems)
 
     def _validate_listener(self, problems: list[str], check_files: bool) -> None:
@@ -300,6 +317,22 @@ class GatewayConfig:
         if self.oidc_refresh_interval <= 0:
             problems.append("--oidc-refresh-interval must be positive")
 
+    def _validate_tunnels(self, problems: list[str], check_files: bool) -> None:
+        if not self.tunnel_port:
+            return
+        if not 0 < self.tunnel_port <= 65535:
+            problems.append("--tunnel-port must be between 1 and 65535")
+        for name in ("tunnel_client_ca", "tunnel_assertion_key"):
+            value, flag = getattr(self, name), "--" + name.replace("_", "-")
+            if not value:
+                problems.append(f"{flag} is required with --tunnel-port")
+            elif check_files and not Path(value).is_file():
+                problems.append(f"{flag}: {value} is not a readable file")
+        if not 1 <= self.tunnel_assertion_ttl <= 300:
+            problems.append("--tunnel-assertion-ttl must be between 1 and 300 seconds")
+        if self.tunnel_ping_interval <= 0 or self.tunnel_ping_timeout <= 0:
+            problems.append("--tunnel-ping-interval and --tunnel-ping-timeout must be positive")
+
     @property
     def snapshot_cache_path(self) -> Path:
         return Path(self.snapshot_cache) if self.snapshot_cache else Path(self.audit_spool).parent / "snapshot.cache.json"
@@ -326,6 +359,17 @@ class GatewayConfig:
         ctx.options &= ~ssl.OP_NO_TICKET          # session tickets on (resumption for kubectl)
         ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.num_tickets = 2
+        return ctx
+
+    def tunnel_ssl_context(self) -> ssl.SSLContext:
+        """The tunnel listener's: TLS 1.2+, the serving certificate, agent certificates required
+        (verified against --tunnel-client-ca), ALPN accesspoint-tunnel/1 only."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        ctx.load_verify_locations(cafile=self.tunnel_client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.set_alpn_protocols([TUNNEL_ALPN])
         return ctx
 
     @property

@@ -37,6 +37,10 @@ Handler = Callable[[Request, "Response"], Awaitable[None]]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+# the body of every request without one (most of them): at its end already, never fed
+_NO_BODY = ByteQueue(None)
+_NO_BODY.feed_eof()
+
 
 class BodyReader:
     """The request body as the handler reads it: `await read()` → bytes, b"" at the end."""
@@ -412,10 +416,10 @@ class HTTP1Protocol(asyncio.Protocol):
         if expect is not None and expect != b"100-continue":
             self._fail(status.StatusError(417, "only Expect: 100-continue is supported", close=True))
             return
-        self._body = ByteQueue(self.flow)
         self._decoder = ChunkedDecoder() if head.chunked else None
         self._body_remaining = head.content_length or 0
         self._body_done = not head.chunked and not self._body_remaining
+        self._body = _NO_BODY if self._body_done else ByteQueue(self.flow)
         self._expect_continue = expect is not None and head.version == b"1.1" and not self._body_done
         self._continue_sent = False
         body = BodyReader(self, self._body, head.content_length, head.chunked, self._expect_continue)
@@ -427,7 +431,6 @@ class HTTP1Protocol(asyncio.Protocol):
         self._request = request
         self._response = Response(self, request, head.version)
         if self._body_done:
-            self._body.feed_eof()
             self.phase = WAIT
             self._bound_buffer()
         else:

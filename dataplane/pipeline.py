@@ -155,9 +155,6 @@ class Gateway:
             info = self._attributes(ctx, request, route)
             effective = self._impersonation(ctx, snapshot, identity, cluster, request)
             self._decide(ctx, snapshot, effective, cluster, info)
-            if getattr(cluster, "tunnel", False):
-                raise status.unavailable(f'cluster "{cluster.name}" is reachable only through an agent '
-                                         "tunnel, which this gateway does not serve yet")
             slot = self._take_slot(ctx, snapshot, request, info)
             try:
                 await self._forward(ctx, snapshot, request, response)

@@ -44,7 +44,13 @@ class Route:
         return self.path + ("?" + self.query if self.has_query else "")
 
 
+# a path with no escape and only allowed characters (nearly every request) decodes to itself
+_PLAIN = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
+
+
 def _decode(raw: str) -> str:
+    if _PLAIN.fullmatch(raw):
+        return raw
     out: list[str] = []
     i = 0
     n = len(raw)

@@ -137,6 +137,7 @@ class Worker:
         from .audit import AuditSpool
         from .metrics import GatewayMetrics
         from .snapshot import SnapshotHolder, resolve_credential
+        from .tunnel.gateway import TunnelRegistry, UpstreamRoutes
         from .upstream_h2 import NegotiatingPool
 
         self.config = config
@@ -149,7 +150,12 @@ class Worker:
             max_idle=config.upstream_pool_size, idle_timeout=config.upstream_idle_timeout,
             resolve_credential=resolve_credential, ping_interval=config.upstream_ping_interval,
             ping_timeout=config.upstream_ping_timeout, http2=config.upstream_http2)
-        self.gateway = Gateway(self.holder, config, self.audit, self.metrics, self.upstreams)
+        # clusters with `tunnel: true` are served through agents' tunnels (docs/tunnels.md)
+        self.tunnels = TunnelRegistry(_assertion_signer(config), ping_interval=config.tunnel_ping_interval,
+                                      ping_timeout=config.tunnel_ping_timeout)
+        self.tunnel_listener = None
+        self.gateway = Gateway(self.holder, config, self.audit, self.metrics,
+                               UpstreamRoutes(self.upstreams, self.tunnels))
         self.server = GatewayServer(config, self.gateway)
         self.admin: asyncio.AbstractServer | None = None
         self.distribution = None          # the Redis side (distribution.py) with --redis-url
@@ -193,6 +199,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         self.audit.start_periodic_fsync(loop)
         await self.server.start(sock)
+        if self.config.tunnel_port:
+            from .tunnel.gateway import TunnelListener
+
+            self.tunnel_listener = TunnelListener(self.tunnels, self.holder, self.config.tunnel_ssl_context(),
+                                                  handshake_timeout=self.config.head_timeout)
+            await self.tunnel_listener.start(self.config.listen_address[0], self.config.tunnel_port)
         address = self.config.admin_address(self.index)
         if address is not None:
             self.admin = await start_admin_server(address[0], address[1], self.holder, self.metrics)
@@ -203,9 +215,13 @@ class Worker:
             await self.distribution.leave_fleet()
         if self.admin is not None:
             self.admin.close()
+        if self.tunnel_listener is not None:
+            self.tunnel_listener.close()
+        self.tunnels.drain()          # agents open tunnels elsewhere; streams in flight finish here
         await self.server.drain(self.config.drain_grace if grace is None else grace)
         if self.distribution is not None:
             await self.distribution.stop()   # after the drain: revocations still end streams
+        self.tunnels.close()
         self.upstreams.close()
         if self.admin is not None:
             await self.admin.wait_closed()
@@ -221,6 +237,16 @@ class Worker:
         await stop.wait()
         log.info("worker %d draining (grace %gs)", self.index, self.config.drain_grace)
         await self.stop()
+
+
+def _assertion_signer(config: GatewayConfig):
+    """The fleet's identity-assertion signer when this gateway serves tunnels, else None."""
+    if not config.tunnel_port:
+        return None
+    from .signing import load_private_key
+    from .tunnel.assertion import AssertionSigner
+
+    return AssertionSigner(load_private_key(config.tunnel_assertion_key), ttl=config.tunnel_assertion_ttl)
 
 
 def run_worker(config: GatewayConfig, index: int = 0) -> int:
@@ -324,6 +350,9 @@ def command(ns: argparse.Namespace) -> int:
         config = GatewayConfig.from_namespace(ns)
         config.validate()
         config.server_ssl_context()         # fail now, in the parent, on bad certificates
+        if config.tunnel_port:
+            config.tunnel_ssl_context()
+            _assertion_signer(config)
     except ConfigError as exc:
         print(f"accesspoint gateway: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from dataplane import identity, policy
 from dataplane.signing import key_id
+from dataplane.tunnel.identities import identity_problem as agent_identity_problem
 from native import _policyspec as policyspec
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Cluster:
     kubectl_enabled: bool
     read_only: bool = False
     upstream_groups: tuple[str, ...] = ()     # groups the cluster's own RBAC names (group compaction)
+    agent_identities: frozenset[str] = frozenset()   # agents that may serve a tunnel cluster (tunnel/identities.py)
 
 
 class Snapshot:
@@ -121,6 +123,7 @@ def _cluster(c: Mapping[str, Any]) -> Cluster:
         kubectl_enabled=c.get("kubectl_enabled", True),
         read_only=c.get("read_only", False),
         upstream_groups=tuple(c.get("upstream_groups", ())),
+        agent_identities=frozenset(c.get("agent_identities", ())),
     )
 
 
@@ -333,8 +336,12 @@ def _non_empty(obj: Mapping[str, Any], field: str, where: str) -> None:
 def _check_cluster(c: Any, where: str) -> None:
     _fields(c, where, {"name": str, "endpoint": str, "credential": dict},
             {"labels": dict, "tunnel": bool, "ca_bundle": str, "identity_mode": str, "kubectl_enabled": bool,
-             "read_only": bool, "upstream_groups": list})
+             "read_only": bool, "upstream_groups": list, "agent_identities": list})
     _strings(c.get("upstream_groups", []), f"{where}.upstream_groups")
+    for index, value in enumerate(_strings(c.get("agent_identities", []), f"{where}.agent_identities")):
+        problem = agent_identity_problem(value)
+        if problem:
+            raise SnapshotError(f"{where}.agent_identities[{index}] {problem}")
     if not _CLUSTER_NAME.match(c["name"]):
         raise SnapshotError(f"{where}.name {c['name'][:64]!r} must be lower-case letters, digits, '.', '_' or '-'")
     for key, value in c.get("labels", {}).items():

@@ -12,7 +12,7 @@
   server pauses.
 - A connection returns to the pool only when its response was read to the end, the request was
   sent completely and both sides agreed on keep-alive. The pool keeps at most `max_idle`
-  idle connections per cluster, each for at most `idle_timeout` seconds.
+  idle connections per cluster, each for about `idle_timeout` seconds (one sweep timer per pool).
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import time
 from collections import deque
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -93,8 +92,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.bytes_received = 0
-        self._expiry: asyncio.TimerHandle | None = None
-        self.idle_since = 0.0
+        self.idle_since = 0.0                   # loop time of its return to the pool
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -110,11 +108,23 @@ class UpstreamConnection(asyncio.Protocol):
             # bytes while idle: the connection is out of step; never reuse it
             self.close()
             return
+        if (self._body is not None and not self._buffer and self._decoder is None
+                and not self._until_close and not self.response_complete):
+            self._feed_length_delimited(data)    # the body's bytes as received: no copy
+            return
         self._buffer += data
         if self._body is None:
             self._parse_head()
         else:
             self._feed_body()
+
+    def _feed_length_delimited(self, data: bytes) -> None:
+        take = min(self._remaining, len(data))
+        self._body.feed(data if take == len(data) else data[:take])
+        self._remaining -= take
+        if self._remaining == 0:
+            self._buffer += data[take:]
+            self._finish_body()
 
     def eof_received(self) -> bool:
         if self._pipe is not None:
@@ -133,8 +143,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._expiry is not None:
-            self._expiry.cancel()
         if self.flow is not None:
             self.flow.connection_lost()
         self._fail_head(UpstreamProtocolError("the connection to the API server was lost",
@@ -384,6 +392,7 @@ class UpstreamPool:
         self._idle: dict[tuple[str, int], deque[UpstreamConnection]] = {}
         self._open: set[UpstreamConnection] = set()
         self._latest_revision = 0
+        self._sweeper: asyncio.TimerHandle | None = None
 
     # TLS contexts and credentials, cached per (cluster, revision)
     def cluster_tls(self, cluster, revision: int) -> ClusterTLS:
@@ -431,10 +440,7 @@ class UpstreamPool:
         key = (cluster.name, revision)
         idle = self._idle.get(key)
         while idle and not fresh:
-            conn = idle.pop()
-            if conn._expiry is not None:
-                conn._expiry.cancel()
-                conn._expiry = None
+            conn = idle.pop()                # the most recently used: the oldest expire on the left
             if not conn.closed and not conn.transport.is_closing():
                 conn.reused = True
                 return conn
@@ -469,29 +475,44 @@ class UpstreamPool:
             conn.close()
             self._open.discard(conn)
             return
-        conn.idle_since = time.monotonic()
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
         conn._head_future = None
         conn._awaiting_head = False
         conn._body = None
-        conn._expiry = asyncio.get_running_loop().call_later(self.idle_timeout, self._expire, conn)
         idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_period, self._sweep)
 
     def discard(self, conn: UpstreamConnection) -> None:
         conn.abort()
         self._open.discard(conn)
 
-    def _expire(self, conn: UpstreamConnection) -> None:
-        conn._expiry = None
-        idle = self._idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-        conn.close()
-        self._open.discard(conn)
+    @property
+    def _sweep_period(self) -> float:
+        return max(0.05, self.idle_timeout / 4)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for `idle_timeout` (one timer per pool, not one per
+        release: a connection goes within 1.25 × idle_timeout)."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        oldest_allowed = loop.time() - self.idle_timeout
+        for idle in self._idle.values():
+            while idle and idle[0].idle_since <= oldest_allowed:
+                conn = idle.popleft()
+                conn.close()
+                self._open.discard(conn)
+        if any(self._idle.values()):
+            self._sweeper = loop.call_later(self._sweep_period, self._sweep)
 
     def idle_count(self, cluster_name: str | None = None) -> int:
         return sum(len(v) for k, v in self._idle.items() if cluster_name in (None, k[0]))
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()

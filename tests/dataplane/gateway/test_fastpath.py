@@ -161,3 +161,31 @@ def test_impersonation_block_is_cached_and_still_refuses_control_characters():
     for _ in range(2):     # a refusal is not cached as a success
         with pytest.raises(StatusError):
             hdrs.impersonation_block(hdrs.Impersonate("eve\r\nx: y", ()))
+
+
+def test_plain_path_shortcut_accepts_exactly_the_allowed_characters():
+    from dataplane import routing
+
+    for char in map(chr, range(0x300)):
+        assert bool(routing._PLAIN.fullmatch("/a" + char)) == (char in routing._ALLOWED), repr(char)
+    assert routing._decode("/api/v1/namespaces/default/pods/web-0") == "/api/v1/namespaces/default/pods/web-0"
+    assert routing._decode("/api/%61pi") == "/api/api"
+
+
+def test_idle_upstream_connections_are_swept_after_the_idle_timeout(tmp_path):
+    async def body():
+        env = await make_env(tmp_path, upstream_idle_timeout=0.3)
+        try:
+            c = await env.connect()
+            for _ in range(3):
+                assert (await c.request("GET", PODS)).status == 200
+            assert env.worker.upstreams.idle_count("alpha") == 1      # one connection, reused
+            deadline = time.monotonic() + 5
+            while env.worker.upstreams.idle_count("alpha"):
+                assert time.monotonic() < deadline, "the idle connection was never closed"
+                await asyncio.sleep(0.05)
+            assert (await c.request("GET", PODS)).status == 200       # a new one is dialled
+        finally:
+            await env.close()
+
+    run(body)

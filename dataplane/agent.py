@@ -1,0 +1,335 @@
+"""`accesspoint agent`: the in-cluster end of a reverse tunnel (docs/tunnels.md).
+
+The agent dials the gateway's tunnel port (TLS, its own client certificate, the gateway's CA
+pinned), names its cluster, and once accepted serves HTTP/2 on that connection: each stream is a
+caller's request, which tunnel/forwarder.py checks and sends to the API server with the agent's
+own credential (a service account allowed only to impersonate). The credential never leaves the
+cluster; the gateway fleet's public key is all it needs to trust.
+
+Reconnects: exponential backoff with jitter after a failure (tunnel/backoff.py); a tunnel that
+stayed up for a while counts as a success. A drain notice from the gateway (it is shutting down)
+makes the agent dial again at once (the load balancer picks another gateway) while the old
+tunnel finishes its streams. SIGTERM/SIGINT: close the tunnels and exit.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import signal
+import ssl
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .http2 import H2Limits, H2Protocol
+from .logsetup import add_log_level, setup_logging
+from .options import ConfigError, add_option_groups, options_from_namespace, raise_problems
+from .tunnel import protocol
+from .tunnel.assertion import AssertionVerifier
+from .tunnel.backoff import Backoff
+from .tunnel.forwarder import ApiServer, Forwarder, TokenFile
+
+log = logging.getLogger("accesspoint.agent")
+
+ENV_PREFIX = "ACCESSPOINT_AGENT_"
+STABLE_AFTER = 10.0      # seconds a tunnel must have lived for its loss to restart the backoff
+STREAM_WINDOW = 1024 * 1024
+MAX_HEADER_LIST = 1024 * 1024     # assertions of callers with many groups are large
+
+
+@dataclass
+class AgentConfig:
+    gateway: str = ""
+    server_name: str = ""
+    cluster: str = ""
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    assertion_key: str = ""
+    api_server: str = ""
+    api_ca: str = ""
+    token_file: str = ""
+    dial_timeout: float = 10.0
+    ping_interval: float = 5.0
+    ping_timeout: float = 5.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_streams: int = 250
+
+    HELP = {
+        "gateway": "HOST:PORT of the gateways' tunnel port (a load balancer in front of the fleet)",
+        "server_name": "name in the gateway's certificate (default: HOST of --gateway)",
+        "cluster": "the cluster this agent serves, as the gateway's snapshot names it",
+        "cert": "PEM file with the agent's client certificate",
+        "key": "PEM file with the client certificate's private key",
+        "ca": "PEM file with the CA of the gateways' serving certificate",
+        "assertion_key": "Ed25519 public key (PEM) of the gateway fleet, which signs identity assertions",
+        "api_server": "https URL of the API server (in a pod: https://kubernetes.default.svc)",
+        "api_ca": "PEM file with the API server's CA",
+        "token_file": "file with the agent's service-account token (re-read when it changes)",
+        "dial_timeout": "seconds to connect, handshake and be accepted",
+        "ping_interval": "seconds of silence on the tunnel before a keep-alive PING",
+        "ping_timeout": "seconds a PING may go unanswered before the tunnel is declared dead",
+        "backoff_initial": "first reconnect delay in seconds (doubles per failure, with jitter)",
+        "backoff_max": "largest reconnect delay in seconds",
+        "max_streams": "concurrent requests per tunnel (SETTINGS_MAX_CONCURRENT_STREAMS)",
+    }
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_option_groups(parser, cls, {
+            "gateway": ("gateway", "server_name", "cluster", "cert", "key", "ca", "assertion_key"),
+            "cluster": ("api_server", "api_ca", "token_file"),
+            "tunnel": ("dial_timeout", "ping_interval", "ping_timeout", "backoff_initial", "backoff_max",
+                       "max_streams"),
+        }, cls.HELP, ENV_PREFIX)
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace, environ=None) -> "AgentConfig":
+        return options_from_namespace(cls, ns, ENV_PREFIX, environ)
+
+    def validate(self) -> None:
+        problems: list[str] = []
+        host, _, port = self.gateway.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"--gateway: expected HOST:PORT, got {self.gateway!r}")
+        if not self.cluster:
+            problems.append("--cluster is required")
+        for name in ("cert", "key", "ca", "assertion_key", "api_ca", "token_file"):
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            if not value:
+                problems.append(f"{flag} is required")
+            elif not Path(value).is_file():
+                problems.append(f"{flag}: {value} is not a readable file")
+        try:
+            url = urlsplit(self.api_server)
+            url_ok = url.scheme == "https" and bool(url.hostname)
+        except ValueError:
+            url_ok = False
+        if not url_ok:
+            problems.append("--api-server must be an https:// URL")
+        if min(self.dial_timeout, self.ping_interval, self.ping_timeout, self.backoff_initial) <= 0:
+            problems.append("--dial-timeout, --ping-interval, --ping-timeout and --backoff-initial must be positive")
+        if self.backoff_max < self.backoff_initial:
+            problems.append("--backoff-max must not be below --backoff-initial")
+        if not 1 <= self.max_streams <= 10000:
+            problems.append("--max-streams must be between 1 and 10000")
+        raise_problems(problems)
+
+    @property
+    def gateway_address(self) -> tuple[str, int]:
+        host, _, port = self.gateway.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def tunnel_ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_verify_locations(cafile=self.ca)
+        ctx.load_cert_chain(self.cert, self.key)
+        ctx.set_alpn_protocols([protocol.ALPN])
+        return ctx
+
+
+class AgentTunnel(asyncio.Protocol):
+    """One tunnel: the greeting, then an HTTP/2 server (`H2Protocol`) on the same connection."""
+
+    def __init__(self, agent: "Agent"):
+        self._agent = agent
+        self._reader = protocol.LineReader()
+        self.accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.Event()
+        self.drain = asyncio.Event()
+        self.transport: asyncio.Transport | None = None
+        self.h2: H2Protocol | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None or ssl_object.selected_alpn_protocol() != protocol.ALPN:
+            self._fail(protocol.HelloError(f"the gateway did not negotiate ALPN {protocol.ALPN}"))
+            return
+        transport.write(protocol.greeting(self._agent.config.cluster))
+
+    def data_received(self, data: bytes) -> None:
+        if self.accepted.done():
+            return
+        try:
+            got = self._reader.feed(data)
+            if got is None:
+                return
+            line, rest = got
+            protocol.parse_answer(line)
+        except protocol.HelloError as exc:
+            self._fail(exc)
+            return
+        self.h2 = self._agent.new_server(self)
+        self.transport.set_protocol(self.h2)
+        self.h2.connection_made(self.transport)
+        if rest:
+            self.h2.data_received(rest)
+        self.accepted.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.accepted.done():
+            self.accepted.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc) -> None:      # before the greeting was answered
+        self._fail(ConnectionError("the gateway closed the connection before answering"))
+        self.closed.set()
+
+    def on_control(self, command: bytes) -> None:
+        if command == protocol.DRAIN:
+            log.info("the gateway is draining: opening a tunnel elsewhere")
+            self.drain.set()
+
+    def server_closed(self, _protocol) -> None:
+        self.closed.set()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        from .signing import load_public_key
+        from .upstream_h2 import NegotiatingPool
+
+        self.config = config
+        verifier = AssertionVerifier(load_public_key(config.assertion_key), config.cluster)
+        api = ApiServer(config.cluster, config.api_server, Path(config.api_ca).read_text())
+        self.pool = NegotiatingPool(secrets_dir=None)
+        self.forwarder = Forwarder(verifier, self.pool, api, TokenFile(config.token_file))
+        self.ssl = config.tunnel_ssl_context()
+        self.tunnels: set[AgentTunnel] = set()
+        self.connected = 0            # tunnels accepted so far (tests and logs)
+
+    def new_server(self, tunnel: AgentTunnel) -> H2Protocol:
+        c = self.config
+        limits = H2Limits(max_concurrent_streams=c.max_streams, stream_window=STREAM_WINDOW,
+                          connection_window=2 ** 31 - 1, ping_interval=c.ping_interval, ping_timeout=c.ping_timeout)
+
+        async def handle(request, response) -> None:
+            await self.forwarder.handle(request, response, tunnel.on_control)
+
+        server = H2Protocol(handle, head_timeout=c.dial_timeout, keepalive_timeout=math.inf,
+                            max_head=MAX_HEADER_LIST, limits=limits, on_close=tunnel.server_closed)
+        server.keepalive = protocol.TunnelKeepalive(c.ping_interval, c.ping_timeout, math.inf, time.monotonic())
+        return server
+
+    async def connect(self) -> AgentTunnel:
+        """One tunnel, accepted by the gateway (HelloError when refused)."""
+        loop = asyncio.get_running_loop()
+        host, port = self.config.gateway_address
+        tunnel = AgentTunnel(self)
+        try:
+            async with asyncio.timeout(self.config.dial_timeout):
+                await loop.create_connection(lambda: tunnel, host, port, ssl=self.ssl,
+                                             server_hostname=self.config.server_name or host,
+                                             ssl_handshake_timeout=self.config.dial_timeout)
+                await tunnel.accepted
+        except BaseException:
+            tunnel.close()
+            raise
+        self.tunnels.add(tunnel)
+        self.connected += 1
+        return tunnel
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
+        while not stop.is_set():
+            delay = 0.0
+            try:
+                tunnel = await self.connect()
+            except (OSError, ssl.SSLError, TimeoutError, protocol.HelloError) as exc:
+                delay = backoff.next()
+                log.warning("tunnel to %s: %s; again in %.1fs", self.config.gateway, _reason(exc), delay)
+            else:
+                started = time.monotonic()
+                log.info("tunnel of cluster %s to %s is up", self.config.cluster, self.config.gateway)
+                await _first(tunnel.closed.wait(), tunnel.drain.wait(), stop.wait())
+                if not tunnel.closed.is_set() and not stop.is_set():
+                    backoff.reset()          # drained: dial again now, the old tunnel finishes
+                else:
+                    if time.monotonic() - started >= STABLE_AFTER:
+                        backoff.reset()
+                    delay = 0.0 if stop.is_set() else backoff.next()
+                    if delay:
+                        log.warning("tunnel to %s closed; again in %.1fs", self.config.gateway, delay)
+                asyncio.get_running_loop().create_task(self._forget_when_closed(tunnel))
+            if delay:
+                try:
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+        self.close()
+
+    async def _forget_when_closed(self, tunnel: AgentTunnel) -> None:
+        await tunnel.closed.wait()
+        self.tunnels.discard(tunnel)
+
+    def close(self) -> None:
+        for tunnel in list(self.tunnels):
+            tunnel.close()
+        self.pool.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, protocol.HelloError):
+        return exc.reason
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed ({exc.verify_message})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+async def _first(*coroutines) -> None:
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# -- the `accesspoint agent` subcommand ------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    AgentConfig.add_arguments(parser)
+    add_log_level(parser)
+
+
+async def _main(config: AgentConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Agent(config).run(stop)
+
+
+def command(ns: argparse.Namespace) -> int:
+    import uvloop
+
+    setup_logging(ns.log_level)
+    try:
+        config = AgentConfig.from_namespace(ns)
+        config.validate()
+        config.tunnel_ssl_context()
+    except ConfigError as exc:
+        print(f"accesspoint agent: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        print(f"accesspoint agent: TLS configuration: {exc}", file=sys.stderr)
+        return 2
+    uvloop.run(_main(config))
+    return 0
