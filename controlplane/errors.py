@@ -31,6 +31,10 @@ class PermissionDenied(ControlPlaneError):
     """The caller is known but policy does not let them do this (not an approver, say)."""
 
 
+class Unauthenticated(ControlPlaneError):
+    """The credential a call proves itself with (an agent's bootstrap token or certificate) is not valid."""
+
+
 class DeadlineExceeded(ControlPlaneError):
     """A wait ran out of time; the message says what was still missing."""
 

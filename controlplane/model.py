@@ -40,6 +40,13 @@ class Credential:
         return {"kind": self.kind, "ref": self.ref}
 
 
+# A tunnel cluster's agent dials its API server and holds its credential; the gateway uses neither
+# (tunnel/gateway.py). The snapshot schema still wants both, so a tunnel cluster registered without
+# them carries these stand-ins: the in-cluster API server's name and a reference nothing resolves.
+TUNNEL_ENDPOINT = "https://kubernetes.default.svc"
+TUNNEL_CREDENTIAL = Credential(kind="token", ref="env:ACCESSPOINT_AGENT_HOLDS_THE_CREDENTIAL")
+
+
 @dataclass(frozen=True)
 class Cluster:
     name: str
@@ -55,8 +62,12 @@ class Cluster:
     revision: int = 0         # the revision that last changed it (optimistic concurrency)
 
     def to_snapshot(self) -> dict[str, Any]:
-        data = {"name": self.name, "endpoint": self.endpoint, "tunnel": self.tunnel,
-                "ca_bundle": self.ca_bundle, "credential": self.credential.to_snapshot(),
+        endpoint, credential = self.endpoint, self.credential
+        if self.tunnel:
+            endpoint = endpoint or TUNNEL_ENDPOINT
+            credential = credential if credential.kind else TUNNEL_CREDENTIAL
+        data = {"name": self.name, "endpoint": endpoint, "tunnel": self.tunnel,
+                "ca_bundle": self.ca_bundle, "credential": credential.to_snapshot(),
                 "labels": dict(self.labels), "identity_mode": self.identity_mode,
                 "kubectl_enabled": self.kubectl_enabled}
         # docs/policy.md fields are written only when they differ from their default (see there).
@@ -290,6 +301,52 @@ class Certificate:
 
 
 @dataclass(frozen=True)
+class BootstrapToken:
+    """A one-time token an agent exchanges for its certificate (only its SHA-256 is stored)."""
+
+    id: str
+    sha256: str
+    cluster: str
+    expires_at: str           # utc_text
+    used_at: str = ""         # when an enrollment spent it
+    used_by: str = ""         # the serial of the certificate it bought
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class AgentCertificate:
+    """A tunnel agent's client certificate, as recorded at enrollment or renewal."""
+
+    serial: str               # lower-case hex, as `cert_serial` revocations name it
+    cluster: str
+    agent_id: str             # stays the same across renewals (the CN names it)
+    common_name: str
+    spki_sha256: str          # hex: the snapshot's `spki-sha256:` identity
+    expires_at: str           # utc_text
+    enrolled_by: str          # "bootstrap/<token id>" or "renewal/<serial>"
+    retired: bool = False     # its cluster was deregistered: never valid again, even for a namesake
+    revision: int = 0
+    revoked: bool = False     # derived: a cert_serial revocation names it
+
+    def live_at(self, moment: str) -> bool:
+        return not self.retired and not self.revoked and self.expires_at > moment
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused call that is no mutation (an agent's enrollment or renewal): audited apart from
+    the revision-bumping mutation audit, so a refusal never makes a revision."""
+
+    id: str
+    at: str                   # RFC 3339 UTC to the millisecond
+    action: str               # e.g. "agents.enroll"
+    cluster: str              # as the caller named it
+    subject: str              # what it presented: "bootstrap/<id>", "certificate/<serial>", "unknown …"
+    peer: str                 # the caller's address as gRPC saw it
+    reason: str               # the message the caller got
+
+
+@dataclass(frozen=True)
 class GatewayEvent:
     """One request as a gateway audited it; the columns the audit query filters on, plus the
     whole event as the gateway wrote it."""
@@ -407,3 +464,4 @@ class State:
     tokens: tuple[Token, ...]
     revocations: tuple[Revocation, ...]
     settings: Settings = Settings()
+    agent_certificates: tuple[AgentCertificate, ...] = ()   # with `revoked` derived

@@ -25,7 +25,9 @@ from dataplane.signing import key_id
 from dataplane.snapshot import (DELTA_ENVELOPE_FORMAT, DELTA_PAYLOAD_FORMAT, PAYLOAD_FORMAT, canonical_json,
                                 sign_snapshot, verify_revocation_delta)
 
-from .model import SNAPSHOT_REVOCATION_LISTS, Revocation, State
+from dataplane.tunnel.identities import SPKI_PREFIX
+
+from .model import SNAPSHOT_REVOCATION_LISTS, Cluster, Revocation, State
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,18 @@ def build_snapshot(state: State) -> dict[str, Any]:
     the revision's commit time can never apply again and is left out.
     """
     revocations: dict[str, list[str]] = {name: [] for name in SNAPSHOT_REVOCATION_LISTS.values()}
+    agents: dict[str, set[str]] = {}
+    for certificate in state.agent_certificates:
+        if certificate.live_at(state.committed_at):
+            agents.setdefault(certificate.cluster, set()).add(SPKI_PREFIX + certificate.spki_sha256)
     for revocation in state.revocations:
         revocations[SNAPSHOT_REVOCATION_LISTS[revocation.kind]].append(revocation.value)
     return {
         "format": PAYLOAD_FORMAT,
         "revision": state.revision,
         "issued_at": state.committed_at,
-        "clusters": [c.to_snapshot() for c in sorted(state.clusters, key=lambda c: c.name)],
+        "clusters": [_cluster_entry(c, agents.get(c.name, set()))
+                     for c in sorted(state.clusters, key=lambda c: c.name)],
         "roles": [r.to_snapshot() for r in sorted(state.roles, key=lambda r: r.name)],
         "bindings": [b.to_snapshot() for b in sorted(state.bindings, key=lambda b: b.name)
                      if not b.expired_at(state.committed_at)],
@@ -69,6 +76,15 @@ def build_snapshot(state: State) -> dict[str, Any]:
         "revocations": {name: sorted(values) for name, values in revocations.items()},
         "settings": state.settings.to_snapshot(),
     }
+
+
+def _cluster_entry(cluster: Cluster, agent_identities: set[str]) -> dict[str, Any]:
+    """A tunnel cluster lists the keys of its live agent certificates: renewal adds the new key
+    while the old certificate still serves; revocation, expiry and deregistration drop one."""
+    entry = cluster.to_snapshot()
+    if cluster.tunnel:
+        entry["agent_identities"] = sorted(agent_identities)
+    return entry
 
 
 def sign_revocation_delta(revision: int, issued_at: str, revocations: list[Revocation],

@@ -52,6 +52,7 @@ class _Metric:
         # (name, value) pairs as the caller passed them → child: the hot path is one tuple and
         # one lookup; the canonical (declared-order, str) key is built only on a miss.
         self._by_call: dict[tuple, object] = {}
+        self._only_child = None     # the child of a metric without labels
 
     def labels(self, **values):
         call_key = tuple(values.items())
@@ -70,9 +71,12 @@ class _Metric:
         return child
 
     def _unlabelled(self):
-        if self.labelnames:
-            raise ValueError(f"{self.name} has labels {self.labelnames}: use .labels(...)")
-        return self.labels()
+        child = self._only_child
+        if child is None:
+            if self.labelnames:
+                raise ValueError(f"{self.name} has labels {self.labelnames}: use .labels(...)")
+            child = self._only_child = self.labels()
+        return child
 
     def _new_child(self):
         raise NotImplementedError
@@ -226,6 +230,7 @@ class GatewayMetrics:
         self.request_duration_seconds: Histogram = add(Histogram(
             "accesspoint_request_duration_seconds", "Time from request head to response end.",
             ("cluster", "verb", "code")))
+        self._request_children: dict[tuple[str, str, str], tuple] = {}
         self.requests_in_flight: Gauge = add(Gauge(
             "accesspoint_requests_in_flight", "Requests being handled now."))
         self.active_streams: Gauge = add(Gauge(
@@ -262,6 +267,17 @@ class GatewayMetrics:
             "accesspoint_streams_revoked_total",
             "Live streams and upgrade sessions ended because their identity was revoked or is no "
             "longer allowed, by kind (watch, logs, stream, exec, attach, portforward, ...).", ("kind",)))
+
+    def observe_request(self, cluster: str, verb: str, code: str, seconds: float) -> None:
+        """One answered request: its count and duration (both children found with one lookup)."""
+        key = (cluster, verb, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests_total.labels(cluster=cluster, verb=verb, code=code),
+                self.request_duration_seconds.labels(cluster=cluster, verb=verb, code=code))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def track_snapshots(self, holder) -> None:
         """Read revision and age from `holder` (a SnapshotHolder) at every scrape; with no

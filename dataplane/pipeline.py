@@ -111,6 +111,21 @@ def _iso(ts: float) -> str:
     return f"{_iso_second(second)}.{micro // 1000:03d}Z"
 
 
+class _Received:
+    """Stands in for a LiveExchange when the whole response had arrived before it started (and
+    the snapshot had not changed since the decision): no wait on the upstream is left for a
+    revocation to interrupt, so registering it would be pure cost."""
+
+    revoked = ""
+
+    @staticmethod
+    def interruptible(awaitable):
+        return awaitable
+
+
+_RECEIVED = _Received()
+
+
 class Gateway:
     def __init__(self, holder, config, audit, metrics, upstreams: UpstreamPool):
         self.holder = holder
@@ -342,7 +357,10 @@ class Gateway:
             await response.start(head.status, out_headers)
             if stream_kind:
                 self.metrics.active_streams.labels(kind=stream_kind).inc()
-            live = self._open_live(ctx, snapshot, request, stream_kind or "stream")
+            if conn.response_complete and self.holder.current is snapshot:
+                live = _RECEIVED    # nothing left to wait for upstream: nothing to interrupt
+            else:
+                live = self._open_live(ctx, snapshot, request, stream_kind or "stream")
             try:
                 while not live.revoked:
                     try:
@@ -364,7 +382,8 @@ class Gateway:
                         break
                     await response.write(data)
             finally:
-                self.live.close(live)
+                if live is not _RECEIVED:
+                    self.live.close(live)
                 if stream_kind:
                     self.metrics.active_streams.labels(kind=stream_kind).dec()
             if live.revoked:
@@ -526,6 +545,4 @@ class Gateway:
         cluster = ctx.cluster.name if ctx.cluster is not None else ""
         verb = ctx.info.verb if ctx.info is not None else ""
         code = str(ctx.code or 0)
-        self.metrics.requests_total.labels(cluster=cluster, verb=verb, code=code).inc()
-        self.metrics.request_duration_seconds.labels(cluster=cluster, verb=verb, code=code).observe(
-            time.monotonic() - ctx.started)
+        self.metrics.observe_request(cluster, verb, code, time.monotonic() - ctx.started)

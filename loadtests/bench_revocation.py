@@ -302,7 +302,8 @@ class Measured:
     enforced_after: float    # the last probe any gateway accepted was sent
 
 
-async def measure(client: Client, credentials: list[Credential], probers: list[Prober]) -> tuple[list[Measured], int, dict]:
+async def measure(client: Client, credentials: list[Credential],
+                  probers: list[Prober]) -> tuple[list[Measured], int, dict[int, int]]:
     tasks = []
     results, readmitted, unexpected = [], 0, {}
     try:
@@ -375,7 +376,8 @@ def report(results: list[Measured], probers: list[Prober], gateways: int, readmi
         f"| {'ms':{LABEL_WIDTH}} | {'p50':>8} | {'p90':>8} | {'p99':>8} | {'max':>8} |",
         f"|{'-' * (LABEL_WIDTH + 2)}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|",
         row("call returned → enforced everywhere, at most", [max(0.0, r.enforced_by - r.returned) for r in results]),
-        row("call returned → enforced everywhere, at least", [max(0.0, r.enforced_after - r.returned) for r in results]),
+        row("call returned → enforced everywhere, at least",
+            [max(0.0, r.enforced_after - r.returned) for r in results]),
         row("call made → enforced everywhere, at most", [r.enforced_by - r.started for r in results]),
         row("the Revoke call itself", [r.returned - r.started for r in results]),
         "",
@@ -398,12 +400,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench_revocation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK['revocations']} revocations on {QUICK['gateways']} gateways: proves the harness works")
+                        help=f"{QUICK['revocations']} revocations on {QUICK['gateways']} gateways: "
+                             "proves the harness works")
     parser.add_argument("--gateways", type=int, default=4, help="gateway processes (default 4)")
     parser.add_argument("--revocations", type=int, default=200, help="revocations measured (default 200)")
     parser.add_argument("--probe-interval", type=float, default=PROBE_INTERVAL_MS, metavar="MS",
-                        help=f"each prober starts a probe at most every MS milliseconds (default {PROBE_INTERVAL_MS:g}; "
-                             "0: back to back)")
+                        help="each prober starts a probe at most every MS milliseconds "
+                             f"(default {PROBE_INTERVAL_MS:g}; 0: back to back)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep keys, logs and the store")
     ns = parser.parse_args(argv)
     if ns.quick:

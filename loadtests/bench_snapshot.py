@@ -101,7 +101,8 @@ def _roles(model) -> tuple:
     return (
         model.Role("viewer", (rule(verbs=read, api_groups=("*",), resources=("*",)),
                               rule(verbs=("get",), non_resource_urls=("*",)))),
-        model.Role("editor", (rule(verbs=(*read, "create", "update", "patch", "delete"), api_groups=("", "apps", "batch"),
+        model.Role("editor", (rule(verbs=(*read, "create", "update", "patch", "delete"),
+                                   api_groups=("", "apps", "batch"),
                                    resources=("pods", "deployments", "jobs", "configmaps", "services")),)),
         model.Role("namespace-admin", (rule(verbs=("*",), api_groups=("*",), resources=("*",),
                                             namespaces=("team-a", "team-b")),)),
@@ -115,7 +116,8 @@ def _roles(model) -> tuple:
 def _selector(model, rng: random.Random, fleet: list, teams: list[str]):
     draw = rng.random()
     if draw < 0.60:
-        return model.ClusterSelector(names=tuple(sorted({c.name for c in rng.sample(fleet, min(len(fleet), rng.randint(1, 3)))})))
+        chosen = rng.sample(fleet, min(len(fleet), rng.randint(1, 3)))
+        return model.ClusterSelector(names=tuple(sorted(cluster.name for cluster in chosen)))
     if draw < 0.90:
         labels = {"team": rng.choice(teams)}
         if rng.random() < 0.5:
@@ -260,7 +262,7 @@ def run_child(limits: Limits, what: str, args: list) -> dict | str:
         return f"exceeded {wall_limit} s wall"
     if done.returncode != 0:
         errors = done.stderr.decode(errors="replace").strip()
-        print(f"{what} {args[:2]}: exit {done.returncode}\n{errors[-3000:]}", file=sys.stderr)
+        print(f"the {what} phase exited with {done.returncode}:\n{errors[-3000:]}", file=sys.stderr)
         return limits.describe(done.returncode, errors.splitlines()[-1] if errors else "")
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
@@ -307,7 +309,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench_snapshot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes (" + ", ".join(f"{c}×{b}" for c, b in QUICK_SIZES) + "): proves the harness works")
+                        help="small sizes (" + ", ".join(f"{c}×{b}" for c, b in QUICK_SIZES) +
+                             "): proves the harness works")
     parser.add_argument("--memory-limit-gb", type=float, default=4.0,
                         help="address space each phase may use (default 4)")
     parser.add_argument("--cpu-limit", type=int, default=600, help="CPU seconds each phase may use (default 600)")

@@ -16,7 +16,7 @@ from google.protobuf import unknown_fields
 from google.protobuf.message import Message
 
 from ..errors import (AlreadyExists, ControlPlaneError, DeadlineExceeded, FailedPrecondition, InvalidArgument,
-                      NotFound, PermissionDenied, Unavailable)
+                      NotFound, PermissionDenied, Unauthenticated, Unavailable)
 from . import caller
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ _STATUS = [
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]

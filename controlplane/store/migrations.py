@@ -134,4 +134,37 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         # The idle sweep looks for live sessions only.
         "CREATE INDEX sessions_live ON sessions (ended_at, last_seen_at)",
     )),
+    (5, "agent registration: bootstrap tokens, agent certificates, refusals", (
+        # Hashes only: the plain bootstrap token is shown once at issue and never stored.
+        """CREATE TABLE bootstrap_tokens (
+               id TEXT PRIMARY KEY,
+               sha256 TEXT NOT NULL UNIQUE,
+               cluster TEXT NOT NULL,
+               expires_at TEXT NOT NULL,
+               used_at TEXT NOT NULL,
+               used_by TEXT NOT NULL,
+               revision BIGINT NOT NULL)""",
+        # Serials and public-key digests of agent certificates (the keys never leave the agents).
+        """CREATE TABLE agent_certificates (
+               serial TEXT PRIMARY KEY,
+               cluster TEXT NOT NULL,
+               agent_id TEXT NOT NULL,
+               common_name TEXT NOT NULL,
+               spki_sha256 TEXT NOT NULL,
+               expires_at TEXT NOT NULL,
+               enrolled_by TEXT NOT NULL,
+               retired INTEGER NOT NULL,
+               revision BIGINT NOT NULL)""",
+        "CREATE INDEX agent_certificates_cluster ON agent_certificates (cluster, expires_at)",
+        # Refused agent calls: a record, not desired state (no revision).
+        """CREATE TABLE refusals (
+               id TEXT PRIMARY KEY,
+               at TEXT NOT NULL,
+               action TEXT NOT NULL,
+               cluster TEXT NOT NULL,
+               subject TEXT NOT NULL,
+               peer TEXT NOT NULL,
+               reason TEXT NOT NULL)""",
+        "CREATE INDEX refusals_at ON refusals (at)",
+    )),
 ]

@@ -18,6 +18,7 @@ from ..model import (AuditEntry, Binding, Certificate, Cluster, EventQuery, Gate
                      ServiceIdentity, Settings, State, Token, utc_text)
 from . import tables
 from .access import AccessMixin, live_session
+from .agents import AgentMixin, live_agent_certificates
 from .access import read_settings as _settings
 from .backends import Backend, Cursor, backend_for
 from .migrations import MIGRATIONS
@@ -49,7 +50,7 @@ class Transaction:
         return [tuple(row) for row in self.run(sql, params).fetchall()]
 
 
-class Store(AccessMixin):
+class Store(AccessMixin, AgentMixin):
     def __init__(self, backend: Backend, clock: Callable[[], str] = _now):
         self._backend = backend
         self._clock = clock
@@ -130,7 +131,8 @@ class Store(AccessMixin):
                 revision=revision, committed_at=committed_at,
                 clusters=tuple(_list(tx, tables.CLUSTERS)), roles=tuple(_list(tx, tables.ROLES)),
                 bindings=tuple(_list(tx, tables.BINDINGS)), tokens=tuple(_list(tx, tables.TOKENS)),
-                revocations=tuple(_revocations(tx)), settings=_settings(tx))
+                revocations=tuple(_revocations(tx)), settings=_settings(tx),
+                agent_certificates=tuple(live_agent_certificates(tx, committed_at)))
 
     def get(self, table: Table, name: str) -> Any:
         with self._read() as tx:
@@ -206,7 +208,7 @@ class Store(AccessMixin):
         return self.update(actor, tables.CLUSTERS, cluster, expected_revision)
 
     def deregister_cluster(self, actor: str, name: str, expected_revision: int = 0) -> int:
-        return self.delete(actor, tables.CLUSTERS, name, expected_revision)
+        return self.delete(actor, tables.CLUSTERS, name, expected_revision, lambda w: self.retire_agents(w, name))
 
     def create_role(self, actor: str, role: Role) -> int:
         return self.create(actor, tables.ROLES, role)
@@ -393,8 +395,8 @@ def _role_exists(binding: Binding) -> Callable[[_Writer], None]:
     return check
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, clock: Callable[[], str] = _now) -> Store:
     """Open the store at `url` and bring its schema up to date."""
-    store = Store(backend_for(url))
+    store = Store(backend_for(url), clock)
     store.migrate()
     return store

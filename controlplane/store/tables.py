@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from ..model import (AccessRequest, Binding, BreakGlassPolicy, Certificate, Cluster, ClusterSelector, Conditions,
-                     Credential, Grant, MatchExpression, Role, Rule, Schedule, ServiceIdentity, Session, Settings,
-                     Subject, Token)
+from ..model import (AccessRequest, AgentCertificate, Binding, BootstrapToken, BreakGlassPolicy, Certificate, Cluster,
+                     ClusterSelector, Conditions, Credential, Grant, MatchExpression, Refusal, Role, Rule, Schedule,
+                     ServiceIdentity, Session, Settings, Subject, Token)
 
 
 def _json(value: Any) -> str:
@@ -171,3 +171,16 @@ ACCESS_REQUESTS = Table("access_requests", "access request",
 SESSIONS = Table("sessions", "session",
                  ("id", "user_name", "created_at", "last_seen_at", "idle_timeout", "ended_at", "end_reason",
                   "revision"), _session_row, lambda row: Session(*row))
+BOOTSTRAP_TOKENS = Table("bootstrap_tokens", "bootstrap token",
+                         ("id", "sha256", "cluster", "expires_at", "used_at", "used_by", "revision"),
+                         lambda t: (t.id, t.sha256, t.cluster, t.expires_at, t.used_at, t.used_by, t.revision),
+                         lambda row: BootstrapToken(*row))
+AGENT_CERTIFICATES = Table("agent_certificates", "agent certificate",
+                           ("serial", "cluster", "agent_id", "common_name", "spki_sha256", "expires_at",
+                            "enrolled_by", "retired", "revision"),
+                           lambda c: (c.serial, c.cluster, c.agent_id, c.common_name, c.spki_sha256, c.expires_at,
+                                      c.enrolled_by, int(c.retired), c.revision),
+                           lambda row: AgentCertificate(*row[:7], retired=bool(row[7]), revision=row[8]))
+REFUSALS = Table("refusals", "refusal", ("id", "at", "action", "cluster", "subject", "peer", "reason"),
+                 lambda r: (r.id, r.at, r.action, r.cluster, r.subject, r.peer, r.reason),
+                 lambda row: Refusal(*row))

@@ -37,7 +37,8 @@ def test_revocation_quick_run_measures_every_revocation_on_every_gateway():
     output = run_quick("loadtests.bench_revocation")
     assert "10 revocations (5 by user, 5 by token), 2 gateways" in output, output
     rows = {row[0]: [number(cell) for cell in row[1:]] for row in table_rows(output)}
-    assert set(rows) == {"call returned → enforced everywhere, at most", "call returned → enforced everywhere, at least",
+    assert set(rows) == {"call returned → enforced everywhere, at most",
+                         "call returned → enforced everywhere, at least",
                          "call made → enforced everywhere, at most", "the Revoke call itself"}, output
     for label, (p50, p90, p99, maximum) in rows.items():
         assert 0 <= p50 <= p90 <= p99 <= maximum, f"{label}\n{output}"
