@@ -170,7 +170,7 @@ class SnapshotFeed:
         if envelope is None or envelope == self._last_read:
             return
         self._last_read = envelope
-        snapshot = self._verified(envelope, "redis")
+        snapshot = await self._verified(envelope, "redis")
         if snapshot is None:
             return
         current = self._holder.current
@@ -187,10 +187,12 @@ class SnapshotFeed:
             self._metrics.snapshot_notices_missed_total.labels(how="resync").inc()
         await self._apply(snapshot, envelope)
 
-    def _verified(self, envelope: bytes, source: str) -> Snapshot | None:
-        """The snapshot in `envelope`, or None when it is refused (logged and counted)."""
+    async def _verified(self, envelope: bytes, source: str) -> Snapshot | None:
+        """The snapshot in `envelope`, or None when it is refused (logged and counted). Parsing,
+        checking and compiling a large snapshot takes seconds of CPU: a thread does it, so that the
+        worker's event loop keeps serving requests meanwhile."""
         try:
-            return verify_snapshot(envelope, self._public_key)
+            return await asyncio.to_thread(verify_snapshot, envelope, self._public_key)
         except SnapshotError as exc:
             self._refuse(source, "signature" if isinstance(exc, SignatureError) else "format", str(exc))
             return None
@@ -247,7 +249,7 @@ class SnapshotFeed:
             log.warning("snapshot feed: cached snapshot at %s not readable: %s", self._cache_path,
                         exc.strerror or exc.__class__.__name__)
             return
-        snapshot = self._verified(envelope, "cache")
+        snapshot = await self._verified(envelope, "cache")
         current = self._holder.current
         if snapshot is None or current is not None and snapshot.revision <= current.revision:
             return   # a stale cache is normal (e.g. a newer snapshot file was applied first)

@@ -221,3 +221,37 @@ def test_a_revocation_delta_applies_before_the_snapshot_and_survives_an_older_on
                 assert gw.metrics.revocation_deltas_total.labels(result="superseded").value == 1
                 assert not bob_is_revoked(gw.holder.current)
     run(scenario)
+
+
+def test_the_event_loop_keeps_serving_while_a_snapshot_is_verified(redis_server, publisher, signing_key, cache_path,
+                                                                    monkeypatch):
+    """Verifying and compiling a large snapshot takes seconds of CPU; it must not stall the worker."""
+    import asyncio
+    import threading
+
+    import dataplane.snapshotfeed as snapshotfeed
+
+    release = threading.Event()
+    verifying = threading.Event()
+
+    def held_verify(envelope, public_key):
+        snapshot = verify_snapshot(envelope, public_key)
+        if snapshot.revision == 2:
+            verifying.set()
+            assert release.wait(20), "the test never released the verification"
+        return snapshot
+
+    monkeypatch.setattr(snapshotfeed, "verify_snapshot", held_verify)
+
+    async def scenario():
+        publisher.publish(state(1))
+        async with running_feed(redis_server.url, signing_key, cache_path) as gw:
+            publisher.publish(state(2))
+            async with asyncio.timeout(20):
+                while not verifying.is_set():      # the loop turns while the verification is held
+                    await asyncio.sleep(0.01)
+            assert gw.holder.current.revision == 1  # the old snapshot serves until the new one is ready
+            release.set()
+            await gw.applied.revision(2)
+
+    run(scenario)
