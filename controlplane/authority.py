@@ -24,11 +24,12 @@ CA_COMMON_NAME = "accesspoint client CA"
 SESSION_URI_PREFIX = "urn:accesspoint:session:"
 
 
-def load_or_create_ca(cert_path: Path, key_path: Path, create: bool) -> CertificateAuthority:
+def load_or_create_ca(cert_path: Path, key_path: Path, create: bool,
+                      common_name: str = CA_COMMON_NAME) -> CertificateAuthority:
     """Load the CA; with `create`, a first start (neither file there) generates it (key mode 0600)."""
     if create and not cert_path.exists() and not key_path.exists():
         cert_path.parent.mkdir(parents=True, exist_ok=True)
-        ca = CertificateAuthority.create(CA_COMMON_NAME)
+        ca = CertificateAuthority.create(common_name)
         ca.write(cert_path, key_path)
         return ca
     return CertificateAuthority.load(cert_path, key_path)

@@ -25,6 +25,7 @@ def command(ns: argparse.Namespace) -> int:
         config.tokens()          # fail now on unreadable secrets, with a message naming the option
         config.private_key()
         config.client_authority()   # and on a first start, create the client CA
+        config.agent_authority()    # and the agent CA
     except ConfigError as exc:
         print(f"accesspoint controlplane: {exc}", file=sys.stderr)
         return 2

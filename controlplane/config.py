@@ -16,8 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dataplane.options import ConfigError, add_option_groups, options_from_namespace, raise_problems
 from dataplane.signing import load_private_key
 
+from dataplane.pki import CertificateAuthority
+
+from .agentca import CA_COMMON_NAME as AGENT_CA_COMMON_NAME
+from .agentca import MAX_BOOTSTRAP_TTL, AgentAuthority
 from .api.caller import ADMIN, PORTAL, READ_ONLY
-from .authority import ClientAuthority, load_or_create_ca
+from .authority import CA_COMMON_NAME, ClientAuthority, load_or_create_ca
 
 ENV_PREFIX = "ACCESSPOINT_CONTROLPLANE_"
 
@@ -44,6 +48,11 @@ class ControlPlaneConfig:
     gateway_ca: str = ""
     kubeconfig_ttl: float = 8 * 3600.0
     kubeconfig_max_ttl: float = 24 * 3600.0
+    # tunnel agents
+    agent_ca_cert: str = ""
+    agent_ca_key: str = ""
+    agent_cert_ttl: float = 24 * 3600.0
+    bootstrap_token_ttl: float = 3600.0
     # console sessions
     session_sweep_interval: float = 10.0
     # fleet and audit
@@ -72,6 +81,12 @@ class ControlPlaneConfig:
         "gateway_ca": "PEM CA bundle that verifies the gateways' serving certificate, written into kubeconfigs",
         "kubeconfig_ttl": "seconds an issued kubeconfig certificate lives when the request names no ttl",
         "kubeconfig_max_ttl": "the longest ttl a kubeconfig request may ask for, in seconds",
+        "agent_ca_cert": "PEM certificate of the CA that signs tunnel agents' certificates, the gateways' "
+                         "--tunnel-client-ca (default: STATE_DIR/agent-ca.crt, generated on first start; HA replicas "
+                         "must share one)",
+        "agent_ca_key": "PEM private key of the agent CA (default: STATE_DIR/agent-ca.key)",
+        "agent_cert_ttl": "seconds an agent certificate lives (agents renew at about 2/3 of it)",
+        "bootstrap_token_ttl": "seconds a bootstrap token lives when the request names no ttl",
         "session_sweep_interval": "seconds between sweeps that end console sessions idle past their timeout",
         "replica_id": "this replica's name as audit stream consumer (default: the host name)",
         "audit_claim_idle": "seconds before audit entries left unacknowledged by a dead replica are taken over",
@@ -82,6 +97,7 @@ class ControlPlaneConfig:
         "state and distribution": ("store", "redis_url", "signing_key", "republish_interval"),
         "certificate authority and kubeconfigs": ("state_dir", "client_ca_cert", "client_ca_key", "gateway_url",
                                                   "gateway_ca", "kubeconfig_ttl", "kubeconfig_max_ttl"),
+        "tunnel agents": ("agent_ca_cert", "agent_ca_key", "agent_cert_ttl", "bootstrap_token_ttl"),
         "console sessions": ("session_sweep_interval",),
         "fleet and audit": ("replica_id", "audit_claim_idle"),
         "processes": ("grace",),
@@ -121,6 +137,12 @@ class ControlPlaneConfig:
             problems.append(f"gateway_url: expected https://HOST[:PORT], got {self.gateway_url!r}")
         if not 0 < self.kubeconfig_ttl <= self.kubeconfig_max_ttl:
             problems.append("kubeconfig_ttl must be positive and at most kubeconfig_max_ttl")
+        if bool(self.agent_ca_cert) != bool(self.agent_ca_key):
+            problems.append("agent_ca_cert and agent_ca_key go together")
+        if self.agent_cert_ttl < 60:
+            problems.append("agent_cert_ttl must be at least 60 seconds")
+        if not 0 < self.bootstrap_token_ttl <= MAX_BOOTSTRAP_TTL.total_seconds():
+            problems.append(f"bootstrap_token_ttl must be positive and at most {MAX_BOOTSTRAP_TTL.total_seconds():g}")
         if self.audit_claim_idle <= 0:
             problems.append("audit_claim_idle must be positive")
         if self.session_sweep_interval <= 0:
@@ -150,22 +172,33 @@ class ControlPlaneConfig:
     def client_authority(self) -> ClientAuthority:
         """The kubeconfig issuer. A CA named by options must exist; the default one in state_dir
         is created on first start."""
-        if self.client_ca_cert:
-            cert, key, create = Path(self.client_ca_cert), Path(self.client_ca_key), False
+        ca = self._ca("client CA", self.client_ca_cert, self.client_ca_key, "client-ca", CA_COMMON_NAME)
+        return ClientAuthority(ca, self.gateway_url, self._gateway_ca(), self.kubeconfig_ttl, self.kubeconfig_max_ttl)
+
+    def agent_authority(self) -> AgentAuthority:
+        """The tunnel agents' CA, like the client CA: named by options, or created in state_dir."""
+        ca = self._ca("agent CA", self.agent_ca_cert, self.agent_ca_key, "agent-ca", AGENT_CA_COMMON_NAME)
+        return AgentAuthority(ca, self._gateway_ca(), self.agent_cert_ttl, self.bootstrap_token_ttl)
+
+    def _ca(self, what: str, cert_option: str, key_option: str, default_name: str,
+            common_name: str) -> CertificateAuthority:
+        if cert_option:
+            cert, key, create = Path(cert_option), Path(key_option), False
         else:
             state = Path(self.state_dir)
-            cert, key, create = state / "client-ca.crt", state / "client-ca.key", True
+            cert, key, create = state / f"{default_name}.crt", state / f"{default_name}.key", True
         try:
-            ca = load_or_create_ca(cert, key, create)
+            return load_or_create_ca(cert, key, create, common_name)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"client CA {str(cert)!r}: cannot load ({exc.__class__.__name__})") from None
-        gateway_ca = b""
-        if self.gateway_ca:
-            try:
-                gateway_ca = Path(self.gateway_ca).read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"gateway_ca {self.gateway_ca!r}: cannot read ({exc.__class__.__name__})") from None
-        return ClientAuthority(ca, self.gateway_url, gateway_ca, self.kubeconfig_ttl, self.kubeconfig_max_ttl)
+            raise ConfigError(f"{what} {str(cert)!r}: cannot load ({exc.__class__.__name__})") from None
+
+    def _gateway_ca(self) -> bytes:
+        if not self.gateway_ca:
+            return b""
+        try:
+            return Path(self.gateway_ca).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"gateway_ca {self.gateway_ca!r}: cannot read ({exc.__class__.__name__})") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -13,13 +13,14 @@ import signal
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import Callable
 
 import grpc
 import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .api import selfservice, servicers
+from .api import agents, selfservice, servicers
 from .api.interceptors import AuthInterceptor, ErrorInterceptor
 from .auditingest import AuditIngester
 from .config import ControlPlaneConfig
@@ -35,9 +36,10 @@ MAX_WORKERS = 16
 
 
 class ControlPlane:
-    def __init__(self, config: ControlPlaneConfig):
+    def __init__(self, config: ControlPlaneConfig, clock: Callable[[], str] | None = None):
+        """`clock` (tests): the store's commit time, as model.utc_text."""
         self.config = config
-        self.store: Store = open_store(config.store)
+        self.store: Store = open_store(config.store, clock) if clock else open_store(config.store)
         self._redis = redis.Redis.from_url(config.redis_url)
         self.distributor = Distributor(self.store, Publisher(self._redis, config.private_key()))
         self._server = grpc.server(
@@ -45,8 +47,9 @@ class ControlPlane:
             interceptors=[AuthInterceptor(config.tokens(), self.store.person_for_token), ErrorInterceptor()])
         self.authority = config.client_authority()
         deps = servicers.Dependencies(store=self.store, distributor=self.distributor, authority=self.authority,
-                                      fleet=Fleet(self._redis))
-        names = servicers.add_all(self._server, deps) + selfservice.add_all(self._server, deps)
+                                      fleet=Fleet(self._redis), agents=config.agent_authority())
+        names = servicers.add_all(self._server, deps) + selfservice.add_all(self._server, deps) + \
+            agents.add_all(self._server, deps)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         for name in ["", *names]:
@@ -100,9 +103,9 @@ class ControlPlane:
         self._server.wait_for_termination()
 
 
-def serve(config: ControlPlaneConfig) -> ControlPlane:
+def serve(config: ControlPlaneConfig, clock: Callable[[], str] | None = None) -> ControlPlane:
     """Start the control plane described by a validated `config`."""
-    plane = ControlPlane(config)
+    plane = ControlPlane(config, clock)
     plane.start()
     return plane
 

@@ -255,7 +255,7 @@ class Agent:
                 started = time.monotonic()
                 log.info("tunnel of cluster %s to %s is up", self.config.cluster, self.config.gateway)
                 await _first(tunnel.closed.wait(), tunnel.drain.wait(), stop.wait())
-                if not tunnel.closed.is_set() and not stop.is_set():
+                if tunnel.drain.is_set() and not stop.is_set():
                     backoff.reset()          # drained: dial again now, the old tunnel finishes
                 else:
                     if time.monotonic() - started >= STABLE_AFTER:

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ..api.v1 import (audit_pb2, bindings_pb2, clusters_pb2, fleet_pb2, kubeconfigs_pb2, revocations_pb2, roles_pb2,
                       tokens_pb2)
 from ..errors import InvalidArgument
-from . import manifests, output, policy
+from . import agents, manifests, output, policy
 from .connection import Client, UsageError, load_settings
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
@@ -94,8 +94,11 @@ def cmd_delete(client: Client, ns: argparse.Namespace) -> int:
 def _get_clusters(client: Client, name: str) -> tuple[list, list[str], Callable]:
     items = ([client.call(client.clusters.GetCluster, clusters_pb2.GetClusterRequest(name=name))] if name else
              list(client.call(client.clusters.ListClusters, clusters_pb2.ListClustersRequest()).clusters))
-    return items, ["NAME", "ENDPOINT", "LABELS", "REVISION"], \
-        lambda c: [c.name, c.endpoint, output.labels_text(dict(c.labels)), c.revision]
+    # TUNNEL and AGENTS (live agent certificates) until the fleet reports connected tunnels.
+    live = agents.live_agents(client) if any(c.tunnel for c in items) else {}
+    return items, ["NAME", "ENDPOINT", "LABELS", "TUNNEL", "AGENTS", "REVISION"], \
+        lambda c: [c.name, c.endpoint or "<none>", output.labels_text(dict(c.labels)), "yes" if c.tunnel else "no",
+                   live.get(c.name, 0) if c.tunnel else "-", c.revision]
 
 
 def _get_roles(client: Client, name: str) -> tuple[list, list[str], Callable]:
@@ -157,7 +160,10 @@ RESOURCES: dict[str, tuple[Callable, str]] = {
     "clusters": (_get_clusters, "Cluster"), "roles": (_get_roles, "Role"), "bindings": (_get_bindings, "Binding"),
     "tokens": (_get_tokens, "Token"), "revocations": (_get_revocations, "Revocation"),
     "certificates": (_get_certificates, "Certificate"), "gateways": (_get_gateways, "Gateway"),
+    "agents": (agents.get_agents, "AgentCertificate"), "refusals": (agents.get_refusals, "Refusal"),
 }
+# Their NAME argument is a cluster whose items to list, not the name of one item.
+BY_CLUSTER = ("agents", "refusals")
 
 
 def cmd_get(client: Client, ns: argparse.Namespace) -> int:
@@ -166,12 +172,12 @@ def cmd_get(client: Client, ns: argparse.Namespace) -> int:
         raise UsageError(f"unknown resource {ns.resource!r}: one of {', '.join(RESOURCES)}")
     lister, kind = RESOURCES[resource]
     items, headers, row = lister(client, ns.name or "")
-    if ns.name and not items:
+    if ns.name and not items and resource not in BY_CLUSTER:
         print(f"apctl: NOT_FOUND: {resource[:-1]} {ns.name!r} does not exist", file=sys.stderr)
         return EXIT_FAILURE
     if ns.output == "table":
         output.print_table(headers, [row(item) for item in items], resource)
-    elif ns.name:
+    elif ns.name and resource not in BY_CLUSTER:
         output.print_document(output.to_dict(items[0], kind), ns.output)
     else:
         output.print_list([output.to_dict(item, kind) for item in items], ns.output)
@@ -299,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     output_flag(p)
     policy.add_commands(sub)
+    agents.add_commands(sub, _duration)
     return parser
 
 

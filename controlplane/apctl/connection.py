@@ -16,9 +16,9 @@ from typing import Any, Callable
 import grpc
 import yaml
 
-from ..api.v1 import (access_pb2_grpc, audit_pb2_grpc, bindings_pb2_grpc, clusters_pb2_grpc, fleet_pb2_grpc,
-                      kubeconfigs_pb2_grpc, revocations_pb2_grpc, roles_pb2_grpc, sessions_pb2_grpc, settings_pb2_grpc,
-                      tokens_pb2_grpc)
+from ..api.v1 import (access_pb2_grpc, agents_pb2_grpc, audit_pb2_grpc, bindings_pb2_grpc, clusters_pb2_grpc,
+                      fleet_pb2_grpc, kubeconfigs_pb2_grpc, revocations_pb2_grpc, roles_pb2_grpc, sessions_pb2_grpc,
+                      settings_pb2_grpc, tokens_pb2_grpc)
 from ..config import is_loopback
 
 CONFIG_ENV = "APCTL_CONFIG"
@@ -94,6 +94,7 @@ class Client:
         self.access = access_pb2_grpc.AccessServiceStub(self._channel)
         self.sessions = sessions_pb2_grpc.SessionServiceStub(self._channel)
         self.settings = settings_pb2_grpc.SettingsServiceStub(self._channel)
+        self.agents = agents_pb2_grpc.AgentServiceStub(self._channel)
 
     def call(self, method: Callable[..., Any], request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         return method(request, metadata=self._metadata, timeout=timeout)

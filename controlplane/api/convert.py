@@ -8,11 +8,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..errors import InvalidArgument
 from ..fleet import GatewayStatus
-from ..model import (AccessRequest, Binding, BreakGlassPolicy, Certificate, Cluster, ClusterSelector, Conditions,
-                     Credential, EventQuery, GatewayEvent, MatchExpression, Revocation, Role, Rule, Schedule,
-                     ServiceIdentity, Session, Settings, Subject, Token, utc_text, utc_text_ms)
-from .v1 import (access_pb2, audit_pb2, bindings_pb2, clusters_pb2, fleet_pb2, kubeconfigs_pb2, revocations_pb2,
-                 roles_pb2, sessions_pb2, settings_pb2, tokens_pb2)
+from ..model import (AccessRequest, AgentCertificate, Binding, BootstrapToken, BreakGlassPolicy, Certificate, Cluster,
+                     ClusterSelector, Conditions, Credential, EventQuery, GatewayEvent, MatchExpression, Refusal,
+                     Revocation, Role, Rule, Schedule, ServiceIdentity, Session, Settings, Subject, Token, utc_text,
+                     utc_text_ms)
+from .v1 import (access_pb2, agents_pb2, audit_pb2, bindings_pb2, clusters_pb2, fleet_pb2, kubeconfigs_pb2,
+                 revocations_pb2, roles_pb2, sessions_pb2, settings_pb2, tokens_pb2)
 
 
 def cluster_from_proto(msg: clusters_pb2.Cluster) -> Cluster:
@@ -47,7 +48,7 @@ def role_to_proto(role: Role) -> roles_pb2.Role:
                           rules=[roles_pb2.Rule(**rule.to_snapshot()) for rule in role.rules])
 
 
-def _moment_from_proto(msg, field: str, where: str) -> datetime.datetime | None:
+def moment_from_proto(msg, field: str, where: str) -> datetime.datetime | None:
     if not msg.HasField(field):
         return None
     try:
@@ -57,7 +58,7 @@ def _moment_from_proto(msg, field: str, where: str) -> datetime.datetime | None:
 
 
 def _time_from_proto(msg: bindings_pb2.Binding, field: str) -> str:
-    moment = _moment_from_proto(msg, field, f"binding.{field}")
+    moment = moment_from_proto(msg, field, f"binding.{field}")
     return utc_text(moment) if moment else ""   # second resolution: the stored and signed form
 
 
@@ -147,8 +148,8 @@ def gateway_to_proto(g: GatewayStatus) -> fleet_pb2.Gateway:
 
 
 def event_query_from_proto(msg: audit_pb2.QueryAuditRequest, default_limit: int) -> EventQuery:
-    since = _moment_from_proto(msg, "since", "since")
-    until = _moment_from_proto(msg, "until", "until")
+    since = moment_from_proto(msg, "since", "since")
+    until = moment_from_proto(msg, "until", "until")
     return EventQuery(user=msg.user, cluster=msg.cluster, verb=msg.verb, decision=msg.decision,
                       since=utc_text_ms(since) if since else "", until=utc_text_ms(until) if until else "",
                       limit=msg.limit or default_limit)
@@ -216,3 +217,21 @@ def session_to_proto(s: Session) -> sessions_pb2.Session:
         id=s.id, user=s.user, created_at=_time_to_proto(s.created_at), last_seen_at=_time_to_proto(s.last_seen_at),
         idle_timeout=_duration(s.idle_timeout), ended_at=_time_to_proto(s.ended_at), end_reason=s.end_reason,
         revision=s.revision)
+
+
+def bootstrap_token_to_proto(t: BootstrapToken, secret: str = "") -> agents_pb2.BootstrapToken:
+    return agents_pb2.BootstrapToken(id=t.id, cluster=t.cluster, expires_at=_time_to_proto(t.expires_at),
+                                     secret=secret, used_at=_time_to_proto(t.used_at), used_by=t.used_by,
+                                     revision=t.revision)
+
+
+def agent_certificate_to_proto(c: AgentCertificate, now: str) -> agents_pb2.AgentCertificate:
+    return agents_pb2.AgentCertificate(
+        serial=c.serial, cluster=c.cluster, agent_id=c.agent_id, common_name=c.common_name,
+        spki_sha256=c.spki_sha256, expires_at=_time_to_proto(c.expires_at), enrolled_by=c.enrolled_by,
+        revoked=c.revoked, retired=c.retired, live=c.live_at(now), revision=c.revision)
+
+
+def refusal_to_proto(r: Refusal) -> agents_pb2.Refusal:
+    return agents_pb2.Refusal(id=r.id, at=_time_to_proto(r.at), action=r.action, cluster=r.cluster,
+                              subject=r.subject, peer=r.peer, reason=r.reason)

@@ -35,6 +35,9 @@ SELF_SERVICE = frozenset({
 PORTAL_METHODS = SELF_SERVICE | {"SessionService/CreateSession", "SessionService/TouchSession",
                                  "SessionService/ListSessions"}
 ROLE_METHODS = {caller.PERSON: SELF_SERVICE, caller.PORTAL: PORTAL_METHODS}
+# Tunnel agents hold no API token: they prove themselves in the request (a bootstrap token, or a
+# signature by their certificate's key), which the servicer checks (api/agents.py).
+AGENT_METHODS = frozenset({"AgentService/Enroll", "AgentService/Renew"})
 
 
 def _wrap(handler: Any, decorate: Callable[[Callable], Callable], kinds: tuple[str, ...]) -> Any:
@@ -67,7 +70,7 @@ PersonLookup = Callable[[str], "tuple[str, tuple[str, ...]] | None"]
 class AuthInterceptor(grpc.ServerInterceptor):
     """`authorization: Bearer <token>` → a Caller, compared by SHA-256 in constant time: an
     operator or portal API token, else a person's own gateway token (looked up by its digest).
-    Health checks need no token (load balancers probe them)."""
+    Health checks need no token (load balancers probe them), nor the agents' AGENT_METHODS."""
 
     def __init__(self, tokens: dict[str, str], people: PersonLookup | None = None):
         # role → token; only the digests are kept.
@@ -77,7 +80,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(HEALTH_PREFIX):
+        if handler is None or method.startswith(HEALTH_PREFIX) or method.rsplit(".", 1)[-1] in AGENT_METHODS:
             return handler
 
         def decorate(behaviour: Callable) -> Callable:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from google.protobuf.duration_pb2 import Duration
 
 from .. import validation
+from ..agentca import AgentAuthority, bootstrap_ttl, new_bootstrap_token
 from ..authority import ClientAuthority
 from ..distribution import Distributor
 from ..errors import InvalidArgument
@@ -39,6 +40,7 @@ class Dependencies:
     distributor: Distributor
     authority: ClientAuthority
     fleet: Fleet
+    agents: AgentAuthority
 
 
 class _Servicer:
@@ -47,15 +49,28 @@ class _Servicer:
         self._distributor = deps.distributor
         self._authority = deps.authority
         self._fleet = deps.fleet
+        self._agents = deps.agents
 
 
 class ClusterServicer(_Servicer, clusters_pb2_grpc.ClusterServiceServicer):
     def RegisterCluster(self, request, context):
+        """A tunnel cluster comes with its agent's first bootstrap token, in the same revision."""
         cluster = convert.cluster_from_proto(request.cluster)
         validation.check_cluster(cluster)
-        revision = self._store.register_cluster(actor(), cluster)
+        requested_ttl = convert.duration_from_proto(request, "bootstrap_ttl")
+        if not cluster.tunnel:
+            if requested_ttl is not None:
+                raise InvalidArgument("bootstrap_ttl", "only a tunnel cluster has a bootstrap token")
+            revision = self._store.register_cluster(actor(), cluster)
+            self._distributor.publish_latest()
+            return convert.cluster_to_proto(replace(cluster, revision=revision))
+        token, secret = new_bootstrap_token(cluster.name)
+        revision, issued = self._store.register_tunnel_cluster(
+            actor(), cluster, token, bootstrap_ttl(requested_ttl, self._agents.bootstrap_ttl, "bootstrap_ttl"))
         self._distributor.publish_latest()
-        return convert.cluster_to_proto(replace(cluster, revision=revision))
+        answer = convert.cluster_to_proto(replace(cluster, revision=revision))
+        answer.bootstrap.CopyFrom(convert.bootstrap_token_to_proto(issued, secret))
+        return answer
 
     def UpdateCluster(self, request, context):
         cluster = convert.cluster_from_proto(request.cluster)

@@ -154,6 +154,16 @@ class AgentMixin:
                           params)
         return [replace(tables.AGENT_CERTIFICATES.from_row(row[:-1]), revoked=row[-1] is not None) for row in rows]
 
+    def agent_certificate(self, serial: str) -> AgentCertificate | None:
+        with self._read() as tx:
+            return _one(tx, tables.AGENT_CERTIFICATES, "serial = ?", (serial,))
+
+    def bootstrap_subject(self, token_sha256: str) -> str:
+        """How a refusal names a presented bootstrap token: by id if it is one (never by secret)."""
+        with self._read() as tx:
+            found = _one(tx, tables.BOOTSTRAP_TOKENS, "sha256 = ?", (token_sha256,))
+        return f"bootstrap/{found.id}" if found is not None else "unknown bootstrap token"
+
     def bootstrap_tokens(self) -> list[BootstrapToken]:
         with self._read() as tx:
             rows = tx.all(f"SELECT {', '.join(tables.BOOTSTRAP_TOKENS.columns)} FROM bootstrap_tokens "

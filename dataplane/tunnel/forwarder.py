@@ -137,7 +137,11 @@ class Forwarder:
                 out.append((b"transfer-encoding", b"chunked"))
             elif body.length is not None:
                 out.append((b"content-length", str(body.length).encode()))
-        token = self.token.token()
+        try:
+            token = self.token.token()
+        except OSError:
+            log.error("the token file %s cannot be read", self.token.path)
+            raise status.unavailable(f'the agent of cluster "{self.api.name}" cannot read its credential') from None
         if token:
             out.append((b"authorization", b"Bearer " + token.encode("ascii")))
         try:

@@ -1,3 +1,7 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from controlplane.api.v1 import agents_pb2 as _agents_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -19,7 +23,7 @@ class Credential(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., ref: _Optional[str] = ..., cert_ref: _Optional[str] = ..., key_ref: _Optional[str] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "endpoint", "ca_bundle", "credential", "labels", "tunnel", "identity_mode", "kubectl_enabled", "revision", "read_only", "upstream_groups")
+    __slots__ = ("name", "endpoint", "ca_bundle", "credential", "labels", "tunnel", "identity_mode", "kubectl_enabled", "revision", "read_only", "upstream_groups", "bootstrap")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +42,7 @@ class Cluster(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
     name: str
     endpoint: str
     ca_bundle: str
@@ -49,13 +54,16 @@ class Cluster(_message.Message):
     revision: int
     read_only: bool
     upstream_groups: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., ca_bundle: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., tunnel: _Optional[bool] = ..., identity_mode: _Optional[str] = ..., kubectl_enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., read_only: _Optional[bool] = ..., upstream_groups: _Optional[_Iterable[str]] = ...) -> None: ...
+    bootstrap: _agents_pb2.BootstrapToken
+    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., ca_bundle: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., tunnel: _Optional[bool] = ..., identity_mode: _Optional[str] = ..., kubectl_enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., read_only: _Optional[bool] = ..., upstream_groups: _Optional[_Iterable[str]] = ..., bootstrap: _Optional[_Union[_agents_pb2.BootstrapToken, _Mapping]] = ...) -> None: ...
 
 class RegisterClusterRequest(_message.Message):
-    __slots__ = ("cluster",)
+    __slots__ = ("cluster", "bootstrap_ttl")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_TTL_FIELD_NUMBER: _ClassVar[int]
     cluster: Cluster
-    def __init__(self, cluster: _Optional[_Union[Cluster, _Mapping]] = ...) -> None: ...
+    bootstrap_ttl: _duration_pb2.Duration
+    def __init__(self, cluster: _Optional[_Union[Cluster, _Mapping]] = ..., bootstrap_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class UpdateClusterRequest(_message.Message):
     __slots__ = ("cluster", "expected_revision")

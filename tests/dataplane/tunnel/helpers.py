@@ -13,8 +13,8 @@ from dataplane.pki import CertificateAuthority
 from dataplane.server import Worker
 from dataplane.signing import generate_signing_key, write_private_key, write_public_key
 from dataplane.snapshot import sign_snapshot
-from tests.dataplane.gateway.helpers import Env, Upstream, echo_handler, snapshot_dict
 from dataplane.up import free_port
+from tests.dataplane.gateway.helpers import Env, Upstream, echo_handler, snapshot_dict
 
 AGENT_TOKEN = "agent-token-alpha"
 WAIT = 10.0

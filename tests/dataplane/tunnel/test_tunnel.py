@@ -3,7 +3,6 @@ credential and impersonation at the API server, refusals on both ends, flow cont
 dead tunnels noticed by PINGs, drain notices."""
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 

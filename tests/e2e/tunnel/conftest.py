@@ -87,3 +87,25 @@ def stack_parts(request, tmp_path_factory):
             yield Stack(state, spec.token, revoked, unknown, request.param), fake
         finally:
             stop([agent, gateway])
+
+
+# Redefined here, not inherited: a session fixture of the parent conftest caches one value per
+# parameter index, and would hand these tests the direct stack's (same indexes) when both run.
+@pytest.fixture(scope="session")
+def stack(stack_parts) -> Stack:
+    return stack_parts[0]
+
+
+@pytest.fixture(scope="session")
+def fake_cluster(stack_parts):
+    return stack_parts[1]
+
+
+@pytest.fixture(scope="session")
+def admin(stack, kubectl_for):
+    return kubectl_for(stack.state.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def readonly(stack, kubectl_for):
+    return kubectl_for(stack.state.readonly_kubeconfig)
