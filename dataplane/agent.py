@@ -6,10 +6,16 @@ caller's request, which tunnel/forwarder.py checks and sends to the API server w
 own credential (a service account allowed only to impersonate). The credential never leaves the
 cluster; the gateway fleet's public key is all it needs to trust.
 
-Reconnects: exponential backoff with jitter after a failure (tunnel/backoff.py); a tunnel that
-stayed up for a while counts as a success. A drain notice from the gateway (it is shutting down)
-makes the agent dial again at once (the load balancer picks another gateway) while the old
-tunnel finishes its streams. SIGTERM/SIGINT: close the tunnels and exit.
+High availability (tunnel/coverage.py): the agent keeps one tunnel to every worker process of
+every gateway replica. It runs one dial loop per address, the `--gateway` addresses (a load
+balancer, or a list of replicas) and the direct addresses the gateways advertise in their member
+list (tunnel/membership.py), each dialling while it can give a tunnel the agent lacks; the
+gateway's `OK` line says which replica and worker took a tunnel, and a duplicate is closed.
+
+Reconnects: exponential backoff with jitter per address after a failure (tunnel/backoff.py); a
+tunnel that stayed up for a while counts as a success. A drain notice from the gateway (it is
+shutting down) makes the agent dial again at once while the old tunnel finishes its streams.
+SIGTERM/SIGINT: close the tunnels and exit. `--metrics-listen`: /metrics and /healthz.
 """
 from __future__ import annotations
 
@@ -25,18 +31,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import enrollment
 from .http2 import H2Limits, H2Protocol
 from .logsetup import add_log_level, setup_logging
 from .options import ConfigError, add_option_groups, options_from_namespace, raise_problems
-from .tunnel import protocol
+from .tunnel import membership, protocol
 from .tunnel.assertion import AssertionVerifier
 from .tunnel.backoff import Backoff
+from .tunnel.coverage import Coverage
+from .tunnel.metrics import AgentMetrics
 from .tunnel.forwarder import ApiServer, Forwarder, TokenFile
 
 log = logging.getLogger("accesspoint.agent")
 
 ENV_PREFIX = "ACCESSPOINT_AGENT_"
 STABLE_AFTER = 10.0      # seconds a tunnel must have lived for its loss to restart the backoff
+DUPLICATES_PER_WORKER = 4  # consecutive duplicate tunnels per known gateway worker before backing off
 STREAM_WINDOW = 1024 * 1024
 MAX_HEADER_LIST = 1024 * 1024     # assertions of callers with many groups are large
 
@@ -59,9 +69,15 @@ class AgentConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     max_streams: int = 250
+    metrics_listen: str = ""
+    controlplane: str = ""
+    controlplane_ca: str = ""
+    bootstrap_token_file: str = ""
+    state_dir: str = ""
 
     HELP = {
-        "gateway": "HOST:PORT of the gateways' tunnel port (a load balancer in front of the fleet)",
+        "gateway": "HOST:PORT of the gateways' tunnel port (a load balancer in front of the fleet), or "
+                   "several, comma-separated",
         "server_name": "name in the gateway's certificate (default: HOST of --gateway)",
         "cluster": "the cluster this agent serves, as the gateway's snapshot names it",
         "cert": "PEM file with the agent's client certificate",
@@ -77,7 +93,22 @@ class AgentConfig:
         "backoff_initial": "first reconnect delay in seconds (doubles per failure, with jitter)",
         "backoff_max": "largest reconnect delay in seconds",
         "max_streams": "concurrent requests per tunnel (SETTINGS_MAX_CONCURRENT_STREAMS)",
+        "metrics_listen": "HOST:PORT for /metrics and /healthz over plain HTTP (empty: none)",
+        "controlplane": "HOST:PORT of the control plane API: enroll with the bootstrap token, then renew "
+                        "(docs/tunnels.md, Registration); needs --state-dir",
+        "controlplane_ca": "PEM CA that verifies the control plane API (plaintext only to a loopback address)",
+        "bootstrap_token_file": "file with the one-time bootstrap token (used while --state-dir holds no "
+                                "unexpired certificate)",
+        "state_dir": "directory for the enrolled certificate and key (0600) and the gateways' CA; the default "
+                     "of --cert, --key and --ca",
     }
+
+    def _state_dir_defaults(self) -> None:
+        if self.state_dir:   # enrollment writes the certificate with its key, and the gateways' CA, here
+            state = Path(self.state_dir)
+            self.cert = self.cert or str(state / enrollment.CREDENTIALS_FILE)
+            self.key = self.key or self.cert
+            self.ca = self.ca or str(state / enrollment.GATEWAY_CA_FILE)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -85,7 +116,8 @@ class AgentConfig:
             "gateway": ("gateway", "server_name", "cluster", "cert", "key", "ca", "assertion_key"),
             "cluster": ("api_server", "api_ca", "token_file"),
             "tunnel": ("dial_timeout", "ping_interval", "ping_timeout", "backoff_initial", "backoff_max",
-                       "max_streams"),
+                       "max_streams", "metrics_listen"),
+            "registration": ("controlplane", "controlplane_ca", "bootstrap_token_file", "state_dir"),
         }, cls.HELP, ENV_PREFIX)
 
     @classmethod
@@ -93,10 +125,15 @@ class AgentConfig:
         return options_from_namespace(cls, ns, ENV_PREFIX, environ)
 
     def validate(self) -> None:
+        """Every problem at once; fills --cert, --key and --ca from --state-dir first."""
+        self._state_dir_defaults()
         problems: list[str] = []
-        host, _, port = self.gateway.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            problems.append(f"--gateway: expected HOST:PORT, got {self.gateway!r}")
+        for address in self.gateway_addresses or [""]:
+            if not _host_port_ok(address):
+                problems.append(f"--gateway: expected HOST:PORT[,HOST:PORT...], got {self.gateway!r}")
+                break
+        if self.metrics_listen and not _host_port_ok(self.metrics_listen):
+            problems.append(f"--metrics-listen: expected HOST:PORT, got {self.metrics_listen!r}")
         if not self.cluster:
             problems.append("--cluster is required")
         for name in ("cert", "key", "ca", "assertion_key", "api_ca", "token_file"):
@@ -104,6 +141,8 @@ class AgentConfig:
             flag = "--" + name.replace("_", "-")
             if not value:
                 problems.append(f"{flag} is required")
+            elif self.state_dir and name in ("cert", "key", "ca"):
+                pass     # enrollment writes them (checked when the TLS context is built)
             elif not Path(value).is_file():
                 problems.append(f"{flag}: {value} is not a readable file")
         try:
@@ -119,12 +158,15 @@ class AgentConfig:
             problems.append("--backoff-max must not be below --backoff-initial")
         if not 1 <= self.max_streams <= 10000:
             problems.append("--max-streams must be between 1 and 10000")
+        if bool(self.controlplane) != bool(self.state_dir):
+            problems.append("--controlplane and --state-dir go together (enrollment and renewal)")
+        if self.bootstrap_token_file and not self.state_dir:
+            problems.append("--bootstrap-token-file needs --controlplane and --state-dir")
         raise_problems(problems)
 
     @property
-    def gateway_address(self) -> tuple[str, int]:
-        host, _, port = self.gateway.rpartition(":")
-        return host.strip("[]"), int(port)
+    def gateway_addresses(self) -> list[str]:
+        return [a.strip() for a in self.gateway.split(",") if a.strip()]
 
     def tunnel_ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -210,6 +252,10 @@ class Agent:
         self.ssl = config.tunnel_ssl_context()
         self.tunnels: set[AgentTunnel] = set()
         self.connected = 0            # tunnels accepted so far (tests and logs)
+
+    def reload_tls(self, _renewed=None) -> None:
+        """A renewed certificate: new tunnels present it; open ones keep the old until they end."""
+        self.ssl = self.config.tunnel_ssl_context()
 
     def new_server(self, tunnel: AgentTunnel) -> H2Protocol:
         c = self.config
@@ -309,12 +355,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_log_level(parser)
 
 
+def _enroll_if_needed(config: AgentConfig) -> None:
+    token_file = Path(config.bootstrap_token_file) if config.bootstrap_token_file else None
+    with enrollment.controlplane_channel(config.controlplane, config.controlplane_ca) as channel:
+        enrollment.ensure_enrolled(enrollment.agent_service(channel), config.cluster, token_file,
+                                   Path(config.state_dir))
+
+
+async def _keep_renewed(config: AgentConfig, agent: Agent, stop: asyncio.Event) -> None:
+    with enrollment.controlplane_channel(config.controlplane, config.controlplane_ca) as channel:
+        await enrollment.keep_renewed(enrollment.agent_service(channel), Path(config.state_dir), stop,
+                                      agent.reload_tls)
+
+
 async def _main(config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Agent(config).run(stop)
+    agent = Agent(config)
+    if config.state_dir:
+        await asyncio.gather(agent.run(stop), _keep_renewed(config, agent, stop))
+    else:
+        await agent.run(stop)
 
 
 def command(ns: argparse.Namespace) -> int:
@@ -324,10 +387,17 @@ def command(ns: argparse.Namespace) -> int:
     try:
         config = AgentConfig.from_namespace(ns)
         config.validate()
-        config.tunnel_ssl_context()
     except ConfigError as exc:
         print(f"accesspoint agent: {exc}", file=sys.stderr)
         return 2
+    if config.state_dir:
+        try:
+            _enroll_if_needed(config)
+        except (enrollment.EnrollmentError, OSError) as exc:
+            print(f"accesspoint agent: enrollment: {exc}", file=sys.stderr)
+            return 1
+    try:
+        config.tunnel_ssl_context()
     except (OSError, ValueError, ssl.SSLError) as exc:
         print(f"accesspoint agent: TLS configuration: {exc}", file=sys.stderr)
         return 2

@@ -44,10 +44,22 @@ def _is_clean(value: Any) -> bool:
                 return False
             if len(_CLEAN_KEYS) < 1024:
                 _CLEAN_KEYS.add(keys)
-        return all(_is_clean(item) for item in value.values() if isinstance(item, (dict, list, tuple)))
+        return _items_clean(value.values())
     if isinstance(value, (list, tuple)):
-        return all(_is_clean(item) for item in value if isinstance(item, (dict, list, tuple)))
+        return _items_clean(value)
     return True
+
+
+def _items_clean(items) -> bool:
+    for item in items:
+        if type(item) in _SCALARS:
+            continue
+        if isinstance(item, (dict, list, tuple)) and not _is_clean(item):
+            return False
+    return True
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def redact(value: Any, where: str = "") -> Any:

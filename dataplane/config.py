@@ -100,6 +100,7 @@ class GatewayConfig:
     tunnel_assertion_ttl: int = 30
     tunnel_ping_interval: float = 5.0
     tunnel_ping_timeout: float = 5.0
+    tunnel_advertise: str = ""
 
     HELP = {
         "listen": "HOST:PORT the gateway listens on (TLS)",
@@ -156,6 +157,8 @@ class GatewayConfig:
         "tunnel_assertion_ttl": "seconds an identity assertion is valid (agents' clocks must be within this)",
         "tunnel_ping_interval": "seconds of silence on a tunnel before a keep-alive PING",
         "tunnel_ping_timeout": "seconds a PING may go unanswered before the tunnel is declared dead",
+        "tunnel_advertise": "HOST:PORT at which agents reach this replica's tunnel port directly (told to "
+                            "agents through the fleet membership in Redis); empty: only through --gateway",
     }
 
     # -- CLI / environment -------------------------------------------------------------------------
@@ -175,7 +178,7 @@ class GatewayConfig:
             "OIDC": ("oidc_issuer_url", "oidc_client_id", "oidc_username_claim", "oidc_username_prefix",
                      "oidc_groups_claim", "oidc_groups_prefix", "oidc_ca_file", "oidc_refresh_interval"),
             "tunnels": ("tunnel_port", "tunnel_client_ca", "tunnel_assertion_key", "tunnel_assertion_ttl",
-                        "tunnel_ping_interval", "tunnel_ping_timeout"),
+                        "tunnel_ping_interval", "tunnel_ping_timeout", "tunnel_advertise"),
         }
         add_option_groups(parser, cls, groups, cls.HELP, ENV_PREFIX)
 
@@ -332,6 +335,8 @@ class GatewayConfig:
             problems.append("--tunnel-assertion-ttl must be between 1 and 300 seconds")
         if self.tunnel_ping_interval <= 0 or self.tunnel_ping_timeout <= 0:
             problems.append("--tunnel-ping-interval and --tunnel-ping-timeout must be positive")
+        if self.tunnel_advertise:
+            _host_port(self.tunnel_advertise, "--tunnel-advertise", problems)
 
     @property
     def snapshot_cache_path(self) -> Path:

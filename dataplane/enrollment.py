@@ -158,7 +158,7 @@ def enroll(stub, cluster: str, bootstrap_token: str, state_dir: Path) -> Credent
     return credentials
 
 
-def renew(stub, state_dir: Path, now: Callable[[], datetime.datetime] | None = None) -> Credentials:
+def renew(stub, state_dir: Path) -> Credentials:
     """A certificate for a fresh key, proving possession of the current one; stores both."""
     from controlplane.api.v1 import agents_pb2
 
@@ -168,7 +168,7 @@ def renew(stub, state_dir: Path, now: Callable[[], datetime.datetime] | None = N
     key = new_key()
     csr_pem = make_csr(key)
     csr_der = x509.load_pem_x509_csr(csr_pem).public_bytes(serialization.Encoding.DER)
-    signed_at = (now or _utcnow)().replace(microsecond=0)
+    signed_at = _utcnow().replace(microsecond=0)
     signature = current.key.sign(renewal_proof(current.serial, signed_at, csr_der), ec.ECDSA(hashes.SHA256()))
     stamp = Timestamp()
     stamp.FromDatetime(signed_at)
@@ -206,6 +206,13 @@ def ensure_enrolled(stub, cluster: str, token_file: Path | None, state_dir: Path
     return enroll(stub, cluster, token, state_dir)
 
 
+def agent_service(channel: grpc.Channel):
+    """The AgentService stub on `channel` (what enroll, renew and keep_renewed call)."""
+    from controlplane.api.v1 import agents_pb2_grpc
+
+    return agents_pb2_grpc.AgentServiceStub(channel)
+
+
 def controlplane_channel(address: str, ca_file: str = "") -> grpc.Channel:
     """TLS when the control plane's CA is given; plaintext only to a loopback address."""
     if ca_file:
@@ -227,7 +234,7 @@ async def keep_renewed(stub, state_dir: Path, stop: asyncio.Event,
                        on_renewed: Callable[[Credentials], None] | None = None,
                        retry_initial: float = 5.0, retry_max: float = 300.0,
                        now: Callable[[], datetime.datetime] = _utcnow, rng: random.Random | None = None) -> None:
-    """Renew whenever due until `stop` is set. A failure is retried with doubling delays while the
+    """Renew whenever due (by `now`) until `stop` is set. A failure is retried with doubling delays while the
     certificate lives; a final refusal (revoked, deregistered) is logged as an error and retried at
     the longest delay, in case an operator fixes the cause (a new enrollment needs a restart)."""
     retry = retry_initial
@@ -240,7 +247,7 @@ async def keep_renewed(stub, state_dir: Path, stop: asyncio.Event,
         if await _wait(stop, (due - now()).total_seconds()):
             return
         try:
-            renewed = await asyncio.to_thread(renew, stub, state_dir, now)
+            renewed = await asyncio.to_thread(renew, stub, state_dir)
         except EnrollmentError as exc:
             delay = retry_max if exc.final else retry
             retry = min(retry * 2, retry_max)

@@ -28,6 +28,22 @@ class ConnectionGone(ConnectionError):
     """The peer went away while we were writing to it."""
 
 
+class Flag:
+    """A one-way flag with asyncio.Event's `set`/`is_set` but nothing to wait on: cheaper to make
+    once per request (whoever must wake up is cancelled or woken explicitly)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class FlowControl:
     def __init__(self, transport: asyncio.BaseTransport):
         self._transport = transport

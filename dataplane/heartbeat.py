@@ -11,6 +11,9 @@ Contract:
   on every apply, so a waiter learns at once. The key stays the truth (pub/sub loses messages).
 - `<id>` has no whitespace. Default `<hostname>-<pid>`: every worker process holds its own
   snapshot, so every worker reports.
+- A gateway with tunnels adds `"tunnel": {"gateway", "worker", "workers", "address", "clusters"}`
+  (tunnel/membership.py): its replica id, worker index and count, advertised tunnel address, and
+  live agent tunnels per cluster (`{"prod": 2}`). Agents learn the fleet from it.
 
 Redis I/O happens on the heartbeat's own thread; `applied()` only records and wakes it, so the
 gateway may call it from its event loop.
@@ -25,6 +28,7 @@ import socket
 import threading
 import time
 from importlib import metadata
+from typing import Callable
 
 import redis
 
@@ -52,6 +56,9 @@ def _package_version() -> str:
 class Heartbeat:
     def __init__(self, client: redis.Redis, gateway_id: str = "", version: str = "",
                  interval: float = HEARTBEAT_INTERVAL, ttl: int = HEARTBEAT_TTL):
+        # fields added to every beat; called on the heartbeat thread, so it must return a value
+        # the event loop built whole (a reference read, never a walk over live state)
+        self.extra: Callable[[], dict] | None = None
         self.gateway_id = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
         if not self.gateway_id or any(c.isspace() for c in self.gateway_id):
             raise ValueError("a gateway id must be non-empty without whitespace")
@@ -81,7 +88,8 @@ class Heartbeat:
         """Write the key now (and the applied notice, if one is due); raises redis.RedisError."""
         with self._lock:
             revision, notice = self._revision, self._notice_due
-            value = json.dumps({**self._static, "revision": revision, "applied_at": self._applied_at,
+            extra = self.extra() if self.extra is not None else {}
+            value = json.dumps({**extra, **self._static, "revision": revision, "applied_at": self._applied_at,
                                 "heartbeat_at": rfc3339(time.time())}, separators=(",", ":"))
         pipe = self._client.pipeline(transaction=True)
         pipe.set(self.key, value, ex=self._ttl)

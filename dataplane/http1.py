@@ -26,7 +26,7 @@ from cryptography import x509
 from native.httpparse import ChunkedDecoder, HttpParseError, parse_request_head
 
 from . import status
-from .flow import ByteQueue, ConnectionGone, FlowControl, PipeReader, transport_peer
+from .flow import ByteQueue, ConnectionGone, Flag, FlowControl, PipeReader, transport_peer
 from .pipeline import Request
 
 log = logging.getLogger("accesspoint.http1")
@@ -103,7 +103,7 @@ class Response:
         self._protocol = protocol
         self._request = request
         self._version = version
-        self.aborted = asyncio.Event()
+        self.aborted = Flag()     # the client went away (the handler task is cancelled)
         self.started = False
         self.finished = False
         self.upgraded = False

@@ -47,7 +47,7 @@ from hyperframe.frame import GoAwayFrame
 
 from . import headers as hdrs
 from . import status
-from .flow import ChunkBuffer, ConnectionGone, FlowControl, transport_peer
+from .flow import ChunkBuffer, ConnectionGone, Flag, FlowControl, transport_peer
 from .pipeline import Request
 
 log = logging.getLogger("accesspoint.http2")
@@ -201,7 +201,7 @@ class H2Response:
         self._protocol = protocol
         self.stream_id = stream_id
         self._method = method
-        self.aborted = asyncio.Event()
+        self.aborted = Flag()     # the client went away (the handler task is cancelled)
         self.window = asyncio.Event()         # set when the send window may have opened
         self.started = False
         self.finished = False

@@ -137,7 +137,9 @@ class Worker:
         from .audit import AuditSpool
         from .metrics import GatewayMetrics
         from .snapshot import SnapshotHolder, resolve_credential
-        from .tunnel.gateway import TunnelRegistry, UpstreamRoutes
+        from .tunnel.gateway import TunnelRegistry, UpstreamRoutes, replica_id
+        from .tunnel.membership import Member
+        from .tunnel.metrics import GatewayTunnelMetrics
         from .upstream_h2 import NegotiatingPool
 
         self.config = config
@@ -151,9 +153,13 @@ class Worker:
             resolve_credential=resolve_credential, ping_interval=config.upstream_ping_interval,
             ping_timeout=config.upstream_ping_timeout, http2=config.upstream_http2)
         # clusters with `tunnel: true` are served through agents' tunnels (docs/tunnels.md)
+        # this replica as agents see it (tunnel/membership.py): one tunnel per worker of each replica
+        self.tunnel_member = Member(replica_id(config), config.workers, config.tunnel_advertise or None)
         self.tunnels = TunnelRegistry(_assertion_signer(config), ping_interval=config.tunnel_ping_interval,
-                                      ping_timeout=config.tunnel_ping_timeout)
+                                      ping_timeout=config.tunnel_ping_timeout, members=[self.tunnel_member])
+        self.tunnels.metrics = GatewayTunnelMetrics(self.metrics.registry, self.tunnels)
         self.tunnel_listener = None
+        self.fleet = None                 # tunnel/membership.FleetWatcher with --redis-url and tunnels
         self.gateway = Gateway(self.holder, config, self.audit, self.metrics,
                                UpstreamRoutes(self.upstreams, self.tunnels))
         self.server = GatewayServer(config, self.gateway)
@@ -203,8 +209,16 @@ class Worker:
             from .tunnel.gateway import TunnelListener
 
             self.tunnel_listener = TunnelListener(self.tunnels, self.holder, self.config.tunnel_ssl_context(),
-                                                  handshake_timeout=self.config.head_timeout)
+                                                  handshake_timeout=self.config.head_timeout,
+                                                  gateway_id=self.tunnel_member.gateway, worker=self.index,
+                                                  workers=self.config.workers, audit=self.audit.append)
             await self.tunnel_listener.start(self.config.listen_address[0], self.config.tunnel_port)
+            if self.distribution is not None:
+                from .distribution import redis_client
+                from .tunnel.gateway import follow_fleet
+
+                self.fleet = follow_fleet(self.distribution.heartbeat, self.tunnels, self.tunnel_member,
+                                          self.index, redis_client(self.config))
         address = self.config.admin_address(self.index)
         if address is not None:
             self.admin = await start_admin_server(address[0], address[1], self.holder, self.metrics)
@@ -217,6 +231,8 @@ class Worker:
             self.admin.close()
         if self.tunnel_listener is not None:
             self.tunnel_listener.close()
+        if self.fleet is not None:
+            await self.fleet.stop()
         self.tunnels.drain()          # agents open tunnels elsewhere; streams in flight finish here
         await self.server.drain(self.config.drain_grace if grace is None else grace)
         if self.distribution is not None:

@@ -11,6 +11,10 @@ Flow control: every stream has its own window (a stalled `logs -f` reader holds 
 STREAM_WINDOW of the agent's data); the connection window is the largest HTTP/2 allows, so no
 number of stalled streams can starve the others. Health: PINGs also while idle (TunnelKeepalive);
 no answer within --tunnel-ping-timeout and the tunnel is dropped, failing its streams.
+
+High availability (membership.py): the `OK` line names this replica and worker, so that an agent
+keeps one tunnel per worker; every tunnel is sent the gateway fleet's member list when it opens
+and whenever the list changes. Accepts and refusals are audited (the audit spool) and counted.
 """
 from __future__ import annotations
 
@@ -19,7 +23,10 @@ import base64
 import binascii
 import logging
 import math
+import os
+import socket
 import time
+import uuid
 
 import h2.exceptions
 
@@ -27,11 +34,12 @@ from native.httpparse import HttpParseError, parse_response_head
 
 from .. import headers as hdrs
 from ..flow import ConnectionGone, transport_peer
+from ..heartbeat import rfc3339
 from ..upstream import ClusterTLS, UpstreamProtocolError, UpstreamUnavailable, parse_endpoint
 from ..upstream_h2 import CONNECTION_WINDOW, H2ResponseHead, H2UpstreamConnection, H2UpstreamStream
-from . import protocol
+from . import membership, protocol
 from .assertion import split_impersonation
-from .identities import allowed, certificate_identities
+from .identities import CN_PREFIX, allowed, certificate_identities
 
 log = logging.getLogger("accesspoint.tunnel")
 
@@ -121,7 +129,7 @@ class TunnelConnection(H2UpstreamConnection):
         self.peer = peer
         self._registry = registry
         self.keepalive = protocol.TunnelKeepalive(registry.ping_interval, registry.ping_timeout, math.inf,
-                                                  time.monotonic())
+                                                  time.monotonic(), on_rtt=registry.rtt_observer(cluster))
         self.draining = False
         self.opened_at = time.time()
 
@@ -129,10 +137,12 @@ class TunnelConnection(H2UpstreamConnection):
         super().connection_made(transport)
         self.conn.increment_flow_control_window(MAX_WINDOW - CONNECTION_WINDOW)
         self._flush()
+        self.send_members(self._registry.members)
 
     def open_stream(self, upgrade: bool = False) -> TunnelStream:
         stream = TunnelStream(self, reused=self.used, upgrade=upgrade)
         self.used = True
+        self._registry.stream_opened(self.cluster)
         return stream
 
     def start_stream(self, stream: TunnelStream, method: str, target: str,
@@ -175,19 +185,32 @@ class TunnelConnection(H2UpstreamConnection):
         except (UnicodeDecodeError, ValueError):
             raise UpstreamProtocolError("the impersonation fields cannot be asserted", before_response=True) from None
 
+    def _control(self, command: bytes, fields: list[tuple[bytes, bytes]] = ()) -> bool:
+        """A control stream to the agent (its answer is ignored); False when it cannot be sent."""
+        if self.closed or self.goaway:
+            return False
+        try:
+            sid = self.conn.get_next_available_stream_id()
+            self.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"),
+                                         (b":authority", b"accesspoint"), (b":path", b"/"),
+                                         (protocol.CONTROL_HEADER, command), *fields], end_stream=True)
+        except h2.exceptions.ProtocolError:
+            return False
+        self._flush()
+        return True
+
+    def send_members(self, members: list[membership.Member]) -> None:
+        """Tell the agent which gateway replicas exist (so it dials the ones it lacks)."""
+        if not self.draining:
+            self._control(protocol.MEMBERS, [(protocol.MEMBERS_HEADER, membership.encode(members))])
+
     def notify_drain(self) -> None:
         """Tell the agent to open a tunnel elsewhere now; in-flight streams go on here."""
         if self.draining or self.closed:
             return
         self.draining = True
-        try:
-            sid = self.conn.get_next_available_stream_id()
-            self.conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"),
-                                         (b":authority", b"accesspoint"), (b":path", b"/"),
-                                         (protocol.CONTROL_HEADER, protocol.DRAIN)], end_stream=True)
-        except h2.exceptions.ProtocolError:
+        if not self._control(protocol.DRAIN):
             return
-        self._flush()
         if not self.streams:
             self.close()
 
@@ -205,15 +228,27 @@ class TunnelRegistry:
 
     idle_timeout = math.inf      # tunnels never close for idleness
 
-    def __init__(self, signer, *, ping_interval: float = 5.0, ping_timeout: float = 5.0):
+    def __init__(self, signer, *, ping_interval: float = 5.0, ping_timeout: float = 5.0, metrics=None,
+                 members: list[membership.Member] = ()):
         self.signer = signer
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.metrics = metrics            # GatewayTunnelMetrics, or None
+        self.members: list[membership.Member] = list(members)
         self._tunnels: dict[str, list[TunnelConnection]] = {}
+        self._seen: set[str] = set()
+        # live tunnels per cluster, rebuilt whole on every change: the heartbeat thread reads it
+        self.counts: dict[str, int] = {}
 
     def attach(self, cluster: str, identities: frozenset[str], peer: str) -> TunnelConnection:
         conn = TunnelConnection(self, cluster, identities, peer)
         self._tunnels.setdefault(cluster, []).append(conn)
+        self._count()
+        if self.metrics is not None:
+            if cluster not in self._seen:
+                self._seen.add(cluster)
+                self.metrics.cluster_seen(cluster)
+            self.metrics.accepted_total.labels(cluster=cluster).inc()
         return conn
 
     def _forget(self, conn: TunnelConnection) -> None:
@@ -222,6 +257,27 @@ class TunnelRegistry:
             conns.remove(conn)
             if not conns:
                 del self._tunnels[conn.cluster]
+            self._count()
+            if self.metrics is not None:
+                self.metrics.closed_total.labels(cluster=conn.cluster).inc()
+
+    def _count(self) -> None:
+        self.counts = {name: len(conns) for name, conns in self._tunnels.items()}
+
+    def set_members(self, members: list[membership.Member]) -> None:
+        """The fleet changed: every tunnel's agent is told."""
+        self.members = list(members)
+        for conn in self.tunnels():
+            conn.send_members(self.members)
+
+    def rtt_observer(self, cluster: str):
+        if self.metrics is None:
+            return None
+        return self.metrics.rtt_seconds.labels(cluster=cluster).observe
+
+    def stream_opened(self, cluster: str) -> None:
+        if self.metrics is not None:
+            self.metrics.streams_total.labels(cluster=cluster).inc()
 
     def tunnels(self, cluster: str | None = None) -> list[TunnelConnection]:
         return [c for name, conns in self._tunnels.items() if cluster in (None, name) for c in conns]
@@ -314,14 +370,15 @@ class _Handshake(asyncio.Protocol):
         self._identities = certificate_identities(cert) if cert is not None else frozenset()
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != protocol.ALPN:
-            self._refuse(f"ALPN {protocol.ALPN} was not negotiated")
+            self._refuse(protocol.HelloError(f"ALPN {protocol.ALPN} was not negotiated", "alpn"))
             return
-        self._timer = asyncio.get_running_loop().call_later(self._listener.handshake_timeout, self._refuse,
-                                                            "no greeting in time")
+        self._timer = asyncio.get_running_loop().call_later(
+            self._listener.handshake_timeout, self._refuse, protocol.HelloError("no greeting in time", "timeout"))
 
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
+        cluster = ""
         try:
             got = self._reader.feed(data)
             if got is None:
@@ -330,24 +387,27 @@ class _Handshake(asyncio.Protocol):
             cluster = protocol.parse_greeting(line)
             self._listener.admit(cluster, self._identities)
         except protocol.HelloError as exc:
-            self._refuse(exc.reason)
+            self._refuse(exc, cluster)
             return
         self._finish()
-        self._transport.write(protocol.accept())
-        conn = self._listener.registry.attach(cluster, self._identities, self._peer)
+        listener = self._listener
+        self._transport.write(protocol.accept(listener.gateway_id, listener.worker, listener.workers))
+        conn = listener.registry.attach(cluster, self._identities, self._peer)
         log.info("tunnel of cluster %s from %s (%s) connected", cluster, self._peer,
-                 ", ".join(sorted(i for i in self._identities if i.startswith("cn:"))) or "no CN")
+                 ", ".join(sorted(i for i in self._identities if i.startswith(CN_PREFIX))) or "no CN")
+        listener.audit_hello(self._peer, self._identities, cluster, None)
         self._transport.set_protocol(conn)
         conn.connection_made(self._transport)
         if rest:
             conn.data_received(rest)
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, exc: protocol.HelloError, cluster: str = "") -> None:
         if self._done:
             return
         self._finish()
-        log.warning("tunnel from %s refused: %s", self._peer, reason)
-        self._transport.write(protocol.refuse(reason))
+        log.warning("tunnel from %s refused: %s", self._peer, exc.reason)
+        self._listener.audit_hello(self._peer, self._identities, cluster, exc)
+        self._transport.write(protocol.refuse(exc.reason))
         self._transport.close()
 
     def _finish(self) -> None:
@@ -361,25 +421,53 @@ class _Handshake(asyncio.Protocol):
 
 
 class TunnelListener:
-    """The mTLS port agents dial (--tunnel-port)."""
+    """The mTLS port agents dial (--tunnel-port). `gateway_id`, `worker` and `workers` are what
+    the `OK` line tells agents; `audit` appends an event to the spool (or is None)."""
 
-    def __init__(self, registry: TunnelRegistry, holder, ssl_context, handshake_timeout: float = 10.0):
+    def __init__(self, registry: TunnelRegistry, holder, ssl_context, handshake_timeout: float = 10.0, *,
+                 gateway_id: str = "gateway", worker: int = 0, workers: int = 1, audit=None):
         self.registry = registry
         self.holder = holder
         self.ssl_context = ssl_context
         self.handshake_timeout = handshake_timeout
+        self.gateway_id = gateway_id
+        self.worker = worker
+        self.workers = workers
+        self._audit = audit
         self._server: asyncio.AbstractServer | None = None
 
     def admit(self, cluster_name: str, identities: frozenset[str]) -> None:
         """HelloError unless the current snapshot lets this certificate serve `cluster_name`."""
         snapshot = self.holder.current
         if snapshot is None:
-            raise protocol.HelloError("the gateway has no policy snapshot loaded yet")
+            raise protocol.HelloError("the gateway has no policy snapshot loaded yet", "no_snapshot")
         cluster = snapshot.clusters.get(cluster_name)
         if cluster is None or not cluster.tunnel:
-            raise protocol.HelloError(f'cluster "{cluster_name}" is not a tunnel cluster here')
+            raise protocol.HelloError(f'cluster "{cluster_name}" is not a tunnel cluster here', "not_tunnel_cluster")
         if not allowed(identities, cluster.agent_identities):
-            raise protocol.HelloError(f'this certificate is not allowed to serve cluster "{cluster_name}"')
+            raise protocol.HelloError(f'this certificate is not allowed to serve cluster "{cluster_name}"',
+                                      "not_allowed")
+
+    def audit_hello(self, peer: str, identities: frozenset[str], cluster: str,
+                    refused: protocol.HelloError | None) -> None:
+        """One audit event per tunnel accepted or refused (and the refusal counted)."""
+        metrics = self.registry.metrics
+        if refused is not None and metrics is not None:
+            metrics.refused_total.labels(reason=refused.code).inc()
+        if self._audit is None:
+            return
+        cns = sorted(i[len(CN_PREFIX):] for i in identities if i.startswith(CN_PREFIX))
+        event = {"time": _iso_now(), "id": "tunnel-" + uuid.uuid4().hex, "kind": "tunnel", "verb": "tunnel",
+                 "user": cns[0] if cns else "", "groups": [], "component": "agent", "method": "certificate",
+                 "client": peer.rpartition(":")[0], "cluster": cluster,
+                 "decision": "deny" if refused is not None else "allow",
+                 "reason": refused.reason if refused is not None else "the agent may serve the cluster",
+                 "refusal": refused.code if refused is not None else "",
+                 "agent_identities": sorted(identities), "gateway": self.gateway_id, "worker": self.worker}
+        try:
+            self._audit(event)
+        except Exception:        # the spool failing must be loud, and must not break the listener
+            log.exception("audit spool append failed for a tunnel event")
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -394,3 +482,24 @@ class TunnelListener:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+
+
+def replica_id(config) -> str:
+    """This gateway replica's id in `OK` lines and the member list: --gateway-id, else
+    HOSTNAME-PID of the replica's first process (the supervisor when there are workers)."""
+    if config.gateway_id:
+        return config.gateway_id
+    return f"{socket.gethostname()}-{os.getppid() if config.workers > 1 else os.getpid()}"
+
+
+def follow_fleet(heartbeat, registry: TunnelRegistry, me: membership.Member, worker: int, client):
+    """Report this worker's tunnels in its heartbeat, and keep the registry's member list (what
+    agents are told) in step with the fleet; returns the started FleetWatcher."""
+    heartbeat.extra = lambda: {"tunnel": {**me.to_json(), "worker": worker, "clusters": registry.counts}}
+    watcher = membership.FleetWatcher(client, me, registry.set_members)
+    watcher.start()
+    return watcher
+
+
+def _iso_now() -> str:
+    return rfc3339(time.time())

@@ -4,7 +4,9 @@ lists; renewal adds the new key; revocation, expiry and deregistration take keys
 refused enrollment or renewal is a gRPC error with a clear message and a row of the refusal audit."""
 from __future__ import annotations
 
+import asyncio
 import datetime
+import json
 import stat
 import threading
 
@@ -14,17 +16,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from controlplane.agentca import AgentAuthority
+from controlplane.agentca import AgentAuthority, new_bootstrap_token
 from controlplane.api.v1 import (agents_pb2, agents_pb2_grpc, clusters_pb2, clusters_pb2_grpc, revocations_pb2,
                                  revocations_pb2_grpc)
 from controlplane.errors import PermissionDenied, Unauthenticated
-from controlplane.model import Cluster, Credential, utc_text
+from controlplane.model import Cluster, Credential, Role, Rule, utc_text
 from controlplane.server import serve
 from controlplane.snapshots import SNAPSHOT_KEY, build_snapshot
 from controlplane.store import open_store
-from controlplane.agentca import new_bootstrap_token
+from controlplane.store.backends import backend_for
+from controlplane.store.migrations import MIGRATIONS
+from controlplane.store.store import Store
 from dataplane import enrollment
 from dataplane.pki import CertificateAuthority
 from dataplane.snapshot import validate, verify_snapshot
@@ -175,8 +180,7 @@ def test_expired_bootstrap_token_is_refused_and_audited(tmp_path, redis_url, red
         plane.stop(1)
 
 
-def _seconds(value: int):
-    from google.protobuf.duration_pb2 import Duration
+def _seconds(value: int) -> Duration:
     return Duration(seconds=value)
 
 
@@ -365,6 +369,129 @@ def test_expiry_and_revocation_in_the_store(clocked_store):
         store.enroll_agent(token.sha256, "beta", _sign(authority, "beta"))
 
 
-def _role():
-    from controlplane.model import Role, Rule
+def _role() -> Role:
     return Role(name="viewer", rules=(Rule(verbs=("get",), api_groups=("",), resources=("pods",)),))
+
+
+def test_migration_5_keeps_existing_tunnel_clusters(store_url):
+    old = Store(backend_for(store_url))
+    with old._transaction(old._backend.begin_write) as tx:   # a database of the previous release
+        tx.run("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+               "applied_at TEXT NOT NULL)")
+        for version, name, statements in MIGRATIONS[:4]:
+            for statement in statements:
+                tx.run(statement)
+            tx.run("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                   (version, name, "2026-01-01T00:00:00Z"))
+        tx.run("INSERT INTO clusters (name, endpoint, credential, ca_bundle, labels, tunnel, identity_mode, "
+               "kubectl_enabled, revision) VALUES ('t', 'https://10.0.0.1:6443', "
+               "'{\"kind\":\"token\",\"ref\":\"file:t\"}', '', '{}', 1, 'impersonate', 1, 1)")
+    assert old.migrate() == [5]
+    snapshot = build_snapshot(old.state())
+    validate(snapshot)
+    assert snapshot["clusters"][0]["agent_identities"] == []
+    assert snapshot["clusters"][0]["endpoint"] == "https://10.0.0.1:6443"   # given ones are kept
+    old.close()
+
+
+# -- apctl and the agent's renewal loop, against a running control plane ---------------------------------
+
+@pytest.fixture
+def apctl(plane, tmp_path, capsys):
+    from controlplane.apctl import main
+
+    settings = tmp_path / "apctl.yaml"
+    settings.write_text(f"address: 127.0.0.1:{plane.port}\ntoken_file: admin.token\n")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--config", str(settings), *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def test_apctl_registers_bootstraps_and_shows_agents(apctl, channel, tmp_path):
+    code, out, err = apctl("cluster", "register", "edge-1", "--tunnel", "--label", "env=edge",
+                           "--bootstrap-ttl", "30m")
+    assert code == 0 and "cluster/edge-1 registered (tunnel)" in err and "shown once" in err
+    secret = out.strip()
+    assert secret.startswith("apb_") and "\n" not in secret     # stdout holds the token alone
+    code, out, _ = apctl("cluster", "bootstrap", "edge-1")
+    spare = out.strip()
+    assert code == 0 and spare.startswith("apb_") and spare != secret
+
+    code, out, _ = apctl("get", "clusters")
+    assert out.splitlines()[1].split() == ["edge-1", "<none>", "env=edge", "yes", "0", "1"]
+    enrolled = enrollment.enroll(_agents(channel), "edge-1", secret, tmp_path / "agent")
+    code, out, _ = apctl("get", "clusters")
+    assert out.splitlines()[1].split()[3:5] == ["yes", "1"]
+    code, out, _ = apctl("get", "agents", "edge-1")
+    assert code == 0 and out.splitlines()[1].split()[:2] == [enrolled.serial, "edge-1"]
+    assert out.splitlines()[1].split()[4] == "live"
+
+    code, _, err = apctl("revoke", "cert", enrolled.serial)
+    assert code == 0
+    code, out, _ = apctl("get", "clusters")
+    assert out.splitlines()[1].split()[3:5] == ["yes", "0"]
+    _refusal(lambda: enrollment.renew(_agents(channel), tmp_path / "agent"))
+    code, out, _ = apctl("get", "refusals", "-o", "json")
+    [refusal] = json.loads(out)["items"]
+    assert (refusal["kind"], refusal["action"], refusal["subject"]) == (
+        "Refusal", "agents.renew", f"certificate/{enrolled.serial}")
+
+    code, _, err = apctl("cluster", "register", "edge-2")
+    assert code == 2 and "takes --tunnel" in err
+    code, _, err = apctl("cluster", "bootstrap", "nope")
+    assert code == 1 and "FAILED_PRECONDITION: cluster 'nope' is not registered" in err
+
+
+def test_the_agent_renews_before_expiry(channel, plane, tmp_path):
+    token = _register_tunnel(channel).bootstrap
+    state = tmp_path / "agent"
+    first = enrollment.enroll(_agents(channel), "alpha", token.secret, state)
+    renewed: list[enrollment.Credentials] = []
+
+    async def run() -> None:
+        stop = asyncio.Event()
+
+        def on_renewed(credentials: enrollment.Credentials) -> None:
+            renewed.append(credentials)
+            stop.set()
+
+        # the loop's clock at 2/3 of the lifetime: renewal is due at once (the proof it signs
+        # carries the real time, which the control plane checks)
+        lifetime = first.cert.not_valid_after_utc - first.cert.not_valid_before_utc
+        ahead = first.cert.not_valid_before_utc + lifetime * enrollment.RENEW_AT - \
+            datetime.datetime.now(datetime.timezone.utc)
+
+        def now() -> datetime.datetime:
+            return datetime.datetime.now(datetime.timezone.utc) + ahead
+
+        await asyncio.wait_for(enrollment.keep_renewed(_agents(channel), state, stop, on_renewed, now=now), 60)
+
+    asyncio.run(run())
+    assert [c.serial for c in renewed] == [enrollment.load_credentials(state).serial]
+    assert renewed[0].serial != first.serial
+
+
+def test_the_agent_process_enrolls_into_its_state_dir(channel, plane, tmp_path, signing_key):
+    from dataplane.agent import AgentConfig, _enroll_if_needed
+    from dataplane.signing import write_public_key
+
+    (tmp_path / "bootstrap").write_text(_register_tunnel(channel).bootstrap.secret + "\n")
+    write_public_key(signing_key.public_key(), tmp_path / "assertion.pub")
+    (tmp_path / "api-ca.pem").write_bytes(CertificateAuthority.create("api").cert_pem)
+    (tmp_path / "sa.token").write_text("service-account-token")
+    config = AgentConfig(gateway="127.0.0.1:9443", cluster="alpha", assertion_key=str(tmp_path / "assertion.pub"),
+                         api_server="https://127.0.0.1:6443", api_ca=str(tmp_path / "api-ca.pem"),
+                         token_file=str(tmp_path / "sa.token"), controlplane=f"127.0.0.1:{plane.port}",
+                         bootstrap_token_file=str(tmp_path / "bootstrap"), state_dir=str(tmp_path / "state"))
+    config.validate()
+    assert config.cert == config.key == str(tmp_path / "state" / enrollment.CREDENTIALS_FILE)
+    _enroll_if_needed(config)
+    config.tunnel_ssl_context()          # loads the enrolled certificate, key and the gateways' CA
+    serial = enrollment.load_credentials(tmp_path / "state").serial
+    _enroll_if_needed(config)            # enrolled: the spent token is not presented again
+    assert enrollment.load_credentials(tmp_path / "state").serial == serial
+    assert _refusals(channel) == []
