@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import enrollment
+from . import headers as hdrs
 from .http2 import H2Limits, H2Protocol
 from .logsetup import add_log_level, setup_logging
 from .options import ConfigError, add_option_groups, options_from_namespace, raise_problems
@@ -178,16 +179,21 @@ class AgentConfig:
 
 
 class AgentTunnel(asyncio.Protocol):
-    """One tunnel: the greeting, then an HTTP/2 server (`H2Protocol`) on the same connection."""
+    """One tunnel: the greeting, then an HTTP/2 server (`H2Protocol`) on the same connection.
+    `accepted` resolves to the gateway's protocol.Accepted (which replica and worker); a tunnel
+    to a worker the agent already holds one to is closed before it speaks HTTP/2 (`duplicate`),
+    so the gateway never sends a request on it."""
 
-    def __init__(self, agent: "Agent"):
+    def __init__(self, agent: "Agent", address: str):
         self._agent = agent
+        self.address = address
         self._reader = protocol.LineReader()
         self.accepted: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed = asyncio.Event()
         self.drain = asyncio.Event()
         self.transport: asyncio.Transport | None = None
         self.h2: H2Protocol | None = None
+        self.duplicate = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -205,16 +211,21 @@ class AgentTunnel(asyncio.Protocol):
             if got is None:
                 return
             line, rest = got
-            protocol.parse_answer(line)
+            accepted = protocol.parse_answer(line)
         except protocol.HelloError as exc:
             self._fail(exc)
+            return
+        if not self._agent.coverage.offer(self.address, accepted, self):
+            self.duplicate = True
+            self.accepted.set_result(accepted)
+            self.transport.close()
             return
         self.h2 = self._agent.new_server(self)
         self.transport.set_protocol(self.h2)
         self.h2.connection_made(self.transport)
+        self.accepted.set_result(accepted)
         if rest:
             self.h2.data_received(rest)
-        self.accepted.set_result(None)
 
     def _fail(self, exc: Exception) -> None:
         if not self.accepted.done():
@@ -226,10 +237,17 @@ class AgentTunnel(asyncio.Protocol):
         self._fail(ConnectionError("the gateway closed the connection before answering"))
         self.closed.set()
 
-    def on_control(self, command: bytes) -> None:
+    def on_control(self, command: bytes, headers) -> None:
         if command == protocol.DRAIN:
-            log.info("the gateway is draining: opening a tunnel elsewhere")
+            log.info("the gateway behind %s is draining: dialling again", self.address)
             self.drain.set()
+        elif command == protocol.MEMBERS:
+            try:
+                members = membership.decode(hdrs.header_value(headers, protocol.MEMBERS_HEADER) or b"")
+            except ValueError as exc:
+                log.warning("ignored a malformed member list from %s: %s", self.address, exc)
+                return
+            self._agent.learn(members)
 
     def server_closed(self, _protocol) -> None:
         self.closed.set()
@@ -250,8 +268,17 @@ class Agent:
         self.pool = NegotiatingPool(secrets_dir=None)
         self.forwarder = Forwarder(verifier, self.pool, api, TokenFile(config.token_file))
         self.ssl = config.tunnel_ssl_context()
+        self.coverage = Coverage(config.gateway_addresses)
+        self.metrics = AgentMetrics()
+        self.metrics.tunnels.set_function(lambda: len(self.coverage.held))
+        self.metrics.gateway_workers.set_function(
+            lambda: sum(m.workers for m in self.coverage.members.values()))
         self.tunnels: set[AgentTunnel] = set()
-        self.connected = 0            # tunnels accepted so far (tests and logs)
+        self.connected = 0            # tunnels accepted and kept so far (tests and logs)
+        self._change = asyncio.Event()
+        self._backoffs: dict[str, Backoff] = {}
+        self._wait_before: dict[str, float] = {}     # address → delay owed after a tunnel loss
+        self._watchers: set[asyncio.Task] = set()
 
     def reload_tls(self, _renewed=None) -> None:
         """A renewed certificate: new tunnels present it; open ones keep the old until they end."""
@@ -261,71 +288,139 @@ class Agent:
         c = self.config
         limits = H2Limits(max_concurrent_streams=c.max_streams, stream_window=STREAM_WINDOW,
                           connection_window=2 ** 31 - 1, ping_interval=c.ping_interval, ping_timeout=c.ping_timeout)
+        metrics = self.metrics
 
         async def handle(request, response) -> None:
-            await self.forwarder.handle(request, response, tunnel.on_control)
+            metrics.streams.inc()
+            metrics.streams_total.inc()
+            try:
+                await self.forwarder.handle(request, response, tunnel.on_control)
+            finally:
+                metrics.streams.dec()
 
         server = H2Protocol(handle, head_timeout=c.dial_timeout, keepalive_timeout=math.inf,
                             max_head=MAX_HEADER_LIST, limits=limits, on_close=tunnel.server_closed)
-        server.keepalive = protocol.TunnelKeepalive(c.ping_interval, c.ping_timeout, math.inf, time.monotonic())
+        server.keepalive = protocol.TunnelKeepalive(c.ping_interval, c.ping_timeout, math.inf, time.monotonic(),
+                                                    on_rtt=metrics.rtt_seconds.observe)
         return server
 
-    async def connect(self) -> AgentTunnel:
-        """One tunnel, accepted by the gateway (HelloError when refused)."""
+    def learn(self, members: list[membership.Member]) -> None:
+        self.coverage.learn(members)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Wake every loop waiting for a change (each waits on the event current when it looked)."""
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def connect(self, address: str | None = None) -> AgentTunnel:
+        """One tunnel, accepted by the gateway (HelloError when refused); not yet counted as held."""
+        address = address or self.coverage.seeds[0]
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
         loop = asyncio.get_running_loop()
-        host, port = self.config.gateway_address
-        tunnel = AgentTunnel(self)
+        tunnel = AgentTunnel(self, address)
         try:
             async with asyncio.timeout(self.config.dial_timeout):
-                await loop.create_connection(lambda: tunnel, host, port, ssl=self.ssl,
+                await loop.create_connection(lambda: tunnel, host, int(port), ssl=self.ssl,
                                              server_hostname=self.config.server_name or host,
                                              ssl_handshake_timeout=self.config.dial_timeout)
                 await tunnel.accepted
         except BaseException:
+            if (tunnel.accepted.done() and not tunnel.accepted.cancelled() and not tunnel.accepted.exception()
+                    and not tunnel.duplicate):
+                self.coverage.lost(tunnel)        # accepted, then the dial timed out around it
             tunnel.close()
             raise
-        self.tunnels.add(tunnel)
-        self.connected += 1
         return tunnel
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(self.config.backoff_initial, self.config.backoff_max)
-        while not stop.is_set():
-            delay = 0.0
-            try:
-                tunnel = await self.connect()
-            except (OSError, ssl.SSLError, TimeoutError, protocol.HelloError) as exc:
-                delay = backoff.next()
-                log.warning("tunnel to %s: %s; again in %.1fs", self.config.gateway, _reason(exc), delay)
-            else:
-                started = time.monotonic()
-                log.info("tunnel of cluster %s to %s is up", self.config.cluster, self.config.gateway)
-                await _first(tunnel.closed.wait(), tunnel.drain.wait(), stop.wait())
-                if tunnel.drain.is_set() and not stop.is_set():
-                    backoff.reset()          # drained: dial again now, the old tunnel finishes
-                else:
-                    if time.monotonic() - started >= STABLE_AFTER:
-                        backoff.reset()
-                    delay = 0.0 if stop.is_set() else backoff.next()
-                    if delay:
-                        log.warning("tunnel to %s closed; again in %.1fs", self.config.gateway, delay)
-                asyncio.get_running_loop().create_task(self._forget_when_closed(tunnel))
-            if delay:
-                try:
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
-        self.close()
+        """One dial loop per address worth dialling, re-planned whenever the member list changes."""
+        loops: dict[str, asyncio.Task] = {}
+        try:
+            while not stop.is_set():
+                change = self._change
+                addresses = self.coverage.addresses()
+                for address in addresses:
+                    if address not in loops or loops[address].done():
+                        loops[address] = asyncio.ensure_future(self._dial_loop(address, stop))
+                for address in [a for a in loops if a not in addresses]:
+                    loops.pop(address).cancel()          # a replica that left the fleet
+                await _first(change.wait(), stop.wait())
+        finally:
+            for task in loops.values():
+                task.cancel()
+            await asyncio.gather(*loops.values(), return_exceptions=True)
+            self.close()
 
-    async def _forget_when_closed(self, tunnel: AgentTunnel) -> None:
-        await tunnel.closed.wait()
+    async def _dial_loop(self, address: str, stop: asyncio.Event) -> None:
+        backoff = self._backoffs.setdefault(address, Backoff(self.config.backoff_initial, self.config.backoff_max))
+        duplicates = 0
+        while not stop.is_set():
+            change = self._change
+            delay = self._wait_before.pop(address, 0.0)
+            if delay:
+                log.warning("tunnel via %s closed; again in %.1fs", address, delay)
+                await _sleep(delay, stop)
+                continue
+            if not self.coverage.wanted(address):
+                await _first(change.wait(), stop.wait())
+                continue
+            try:
+                tunnel = await self.connect(address)
+            except (OSError, ssl.SSLError, TimeoutError, protocol.HelloError) as exc:
+                self.metrics.dials_total.labels(result="refused" if isinstance(exc, protocol.HelloError)
+                                                else "failed").inc()
+                delay = backoff.next()
+                log.warning("tunnel via %s: %s; again in %.1fs", address, _reason(exc), delay)
+                await _sleep(delay, stop)
+                continue
+            accepted: protocol.Accepted = tunnel.accepted.result()
+            if tunnel.duplicate:          # that worker already has our tunnel: dial again
+                self.metrics.dials_total.labels(result="duplicate").inc()
+                duplicates += 1
+                known = sum(m.workers for m in self.coverage.members.values())
+                if duplicates >= DUPLICATES_PER_WORKER * max(1, known):
+                    duplicates = 0
+                    await _sleep(backoff.next(), stop)
+                continue
+            duplicates = 0
+            self.metrics.dials_total.labels(result="accepted").inc()
+            self.tunnels.add(tunnel)
+            self.connected += 1
+            log.info("tunnel of cluster %s via %s is up (gateway %s, worker %d of %d)", self.config.cluster,
+                     address, accepted.gateway, accepted.worker + 1, accepted.workers)
+            watcher = asyncio.ensure_future(self._watch(address, tunnel, backoff))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
+            self._changed()
+
+    async def _watch(self, address: str, tunnel: AgentTunnel, backoff: Backoff) -> None:
+        """Until the tunnel closes or drains: then its worker needs a tunnel again."""
+        started = time.monotonic()
+        await _first(tunnel.closed.wait(), tunnel.drain.wait())
+        self.coverage.lost(tunnel)
+        drained = tunnel.drain.is_set()
+        self.metrics.reconnects_total.labels(cause="drained" if drained else "closed").inc()
+        if drained or time.monotonic() - started >= STABLE_AFTER:
+            backoff.reset()
+        if not drained:            # a lost gateway: not all agents at once (jitter), nor in a tight loop
+            self._wait_before[address] = backoff.next()
+        self._changed()
+        await tunnel.closed.wait()       # a drained tunnel finishes its streams first
         self.tunnels.discard(tunnel)
 
     def close(self) -> None:
+        for task in list(self._watchers):
+            task.cancel()
         for tunnel in list(self.tunnels):
             tunnel.close()
         self.pool.close()
+
+
+def _host_port_ok(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _reason(exc: BaseException) -> str:
@@ -338,6 +433,14 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+async def _sleep(delay: float, stop: asyncio.Event) -> None:
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        pass
+
+
 async def _first(*coroutines) -> None:
     tasks = [asyncio.ensure_future(c) for c in coroutines]
     try:
@@ -346,6 +449,31 @@ async def _first(*coroutines) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve_metrics(address: str, metrics: AgentMetrics) -> asyncio.AbstractServer:
+    """/metrics and /healthz over plain HTTP/1.0-style exchanges (one request per connection)."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+            if path == b"/metrics":
+                status, body = b"200 OK", metrics.render()
+            elif path == b"/healthz":
+                status, body = b"200 OK", b"ok"
+            else:
+                status, body = b"404 Not Found", b"not found\n"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    host, _, port = address.rpartition(":")
+    return await asyncio.start_server(answer, host.strip("[]"), int(port), limit=16 * 1024)
 
 
 # -- the `accesspoint agent` subcommand ------------------------------------------------------------------
@@ -374,6 +502,8 @@ async def _main(config: AgentConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     agent = Agent(config)
+    if config.metrics_listen:
+        await serve_metrics(config.metrics_listen, agent.metrics)
     if config.state_dir:
         await asyncio.gather(agent.run(stop), _keep_renewed(config, agent, stop))
     else:

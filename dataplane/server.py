@@ -156,7 +156,7 @@ class Worker:
         # this replica as agents see it (tunnel/membership.py): one tunnel per worker of each replica
         self.tunnel_member = Member(replica_id(config), config.workers, config.tunnel_advertise or None)
         self.tunnels = TunnelRegistry(_assertion_signer(config), ping_interval=config.tunnel_ping_interval,
-                                      ping_timeout=config.tunnel_ping_timeout, members=[self.tunnel_member])
+                                      ping_timeout=config.tunnel_ping_timeout)
         self.tunnels.metrics = GatewayTunnelMetrics(self.metrics.registry, self.tunnels)
         self.tunnel_listener = None
         self.fleet = None                 # tunnel/membership.FleetWatcher with --redis-url and tunnels

@@ -7,13 +7,19 @@ caller's connection lands on holds a tunnel to the cluster. A tunnel is keyed by
 said when it accepted (`OK <gateway> <worker> <workers>`); a second tunnel with a key already held
 is a duplicate and is closed.
 
-Addresses: the `seeds` the agent was given (`--gateway`, typically a load balancer) and the
+Members: the latest member list a gateway sent (the fleet from Redis, authoritative), plus the
+replicas reached through a seed that the list does not name (a gateway without Redis sends no
+list); those are forgotten with their last tunnel, so a replica that restarted under a new id
+does not stay wanted forever.
+
+Addresses: the `seeds` the agent was given (`--gateway`: a load balancer, or replicas) and the
 direct addresses the replicas advertise in the member list. An address is worth dialling when:
 - it is a replica's advertised address and a worker of that replica is not covered; or
-- it is a seed, and no tunnel is held at all (the fleet may have been replaced: the seed leads
-  to the new one), or nothing was reached through it yet (every seed is tried: that is how the
-  agent learns which replicas sit behind it), or a replica that advertises no address is not
-  covered and was reached through this seed or through no address at all.
+- it is a seed and no live tunnel came through it (that is how the agent learns which replicas
+  sit behind it), unless every known worker is covered and every replica advertises an address
+  (the seed could only lead to a duplicate); or
+- it is a seed, and a replica that advertises no address is not covered and was reached through
+  this seed or through no address at all.
 """
 from __future__ import annotations
 
@@ -25,16 +31,19 @@ class Coverage:
     def __init__(self, seeds: list[str]):
         self.seeds = list(dict.fromkeys(seeds))
         self.members: dict[str, Member] = {}
+        self._listed: set[str] = set()                     # in the latest member list
         self.held: dict[tuple[str, int], object] = {}      # (gateway, worker) → tunnel
         self._via: dict[object, str] = {}                  # tunnel → address it was dialled at
         self._reached: dict[str, set[str]] = {}            # address → gateways reached through it
 
     # -- what the gateways tell us ---------------------------------------------------------------
     def learn(self, members: list[Member]) -> None:
-        """A gateway's member list replaces ours; replicas we hold tunnels to stay known."""
-        kept = {key[0] for key in self.held}
-        self.members = {m.gateway: m for m in members} | {
-            g: m for g, m in self.members.items() if g in kept and g not in {x.gateway for x in members}}
+        """A gateway's member list replaces ours; replicas we hold tunnels to stay known (until
+        their last tunnel goes)."""
+        held = {key[0] for key in self.held}
+        listed = {m.gateway: m for m in members}
+        self.members = listed | {g: m for g, m in self.members.items() if g in held and g not in listed}
+        self._listed = set(listed)
 
     def addresses(self) -> list[str]:
         """Every address worth a dial loop: the seeds, then the advertised ones."""
@@ -61,6 +70,9 @@ class Coverage:
         for key, held in list(self.held.items()):
             if held is tunnel:
                 del self.held[key]
+                gateway = key[0]
+                if gateway not in self._listed and not any(k[0] == gateway for k in self.held):
+                    self.members.pop(gateway, None)
 
     def missing(self) -> list[tuple[str, int]]:
         return sorted((m.gateway, w) for m in self.members.values() for w in range(m.workers)
@@ -72,10 +84,12 @@ class Coverage:
     def wanted(self, address: str) -> bool:
         """Whether a dial at `address` may give a tunnel we lack."""
         is_seed = address in self.seeds
-        if is_seed and (not self.held or not self._reached.get(address)):
+        missing = self.missing()
+        if is_seed and address not in self._via.values() and (
+                missing or any(m.address is None for m in self.members.values()) or not self.members):
             return True
         reached_anywhere = set().union(*self._reached.values()) if self._reached else set()
-        for gateway, _worker in self.missing():
+        for gateway, _worker in missing:
             member = self.members[gateway]
             if member.address == address:
                 return True

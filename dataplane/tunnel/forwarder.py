@@ -97,10 +97,10 @@ class Forwarder:
         self.token = token
         self.endpoint = parse_endpoint(api.endpoint)
 
-    async def handle(self, request, response, on_control: Callable[[bytes], None]) -> None:
+    async def handle(self, request, response, on_control: Callable[[bytes, list], None]) -> None:
         control = hdrs.header_value(request.headers, protocol.CONTROL_HEADER)
         if control is not None:
-            on_control(control)
+            on_control(control, request.headers)
             await response.start(204, [])
             await response.end()
             return

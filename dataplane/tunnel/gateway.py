@@ -28,6 +28,7 @@ import socket
 import time
 import uuid
 
+import h2.events
 import h2.exceptions
 
 from native.httpparse import HttpParseError, parse_response_head
@@ -132,12 +133,22 @@ class TunnelConnection(H2UpstreamConnection):
                                                   time.monotonic(), on_rtt=registry.rtt_observer(cluster))
         self.draining = False
         self.opened_at = time.time()
+        # usable once the agent's SETTINGS arrived: an agent that finds it already holds a tunnel
+        # to this worker closes the new one before speaking HTTP/2, so no request is ever sent on
+        # a duplicate that is about to go
+        self.ready = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         self.conn.increment_flow_control_window(MAX_WINDOW - CONNECTION_WINDOW)
         self._flush()
         self.send_members(self._registry.members)
+
+    def _dispatch(self, event) -> None:
+        if not self.ready and isinstance(event, h2.events.RemoteSettingsChanged):
+            self.ready = True
+            self._registry.tunnel_ready(self)
+        super()._dispatch(event)
 
     def open_stream(self, upgrade: bool = False) -> TunnelStream:
         stream = TunnelStream(self, reused=self.used, upgrade=upgrade)
@@ -199,9 +210,9 @@ class TunnelConnection(H2UpstreamConnection):
         self._flush()
         return True
 
-    def send_members(self, members: list[membership.Member]) -> None:
+    def send_members(self, members: list[membership.Member] | None) -> None:
         """Tell the agent which gateway replicas exist (so it dials the ones it lacks)."""
-        if not self.draining:
+        if members is not None and not self.draining:
             self._control(protocol.MEMBERS, [(protocol.MEMBERS_HEADER, membership.encode(members))])
 
     def notify_drain(self) -> None:
@@ -228,13 +239,14 @@ class TunnelRegistry:
 
     idle_timeout = math.inf      # tunnels never close for idleness
 
-    def __init__(self, signer, *, ping_interval: float = 5.0, ping_timeout: float = 5.0, metrics=None,
-                 members: list[membership.Member] = ()):
+    def __init__(self, signer, *, ping_interval: float = 5.0, ping_timeout: float = 5.0, metrics=None):
         self.signer = signer
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.metrics = metrics            # GatewayTunnelMetrics, or None
-        self.members: list[membership.Member] = list(members)
+        # the fleet agents are told of; None without Redis: this gateway knows only itself, and
+        # agents learn replicas through the addresses they were given
+        self.members: list[membership.Member] | None = None
         self._tunnels: dict[str, list[TunnelConnection]] = {}
         self._seen: set[str] = set()
         # live tunnels per cluster, rebuilt whole on every change: the heartbeat thread reads it
@@ -243,13 +255,15 @@ class TunnelRegistry:
     def attach(self, cluster: str, identities: frozenset[str], peer: str) -> TunnelConnection:
         conn = TunnelConnection(self, cluster, identities, peer)
         self._tunnels.setdefault(cluster, []).append(conn)
-        self._count()
         if self.metrics is not None:
             if cluster not in self._seen:
                 self._seen.add(cluster)
                 self.metrics.cluster_seen(cluster)
             self.metrics.accepted_total.labels(cluster=cluster).inc()
         return conn
+
+    def tunnel_ready(self, conn: TunnelConnection) -> None:
+        self._count()
 
     def _forget(self, conn: TunnelConnection) -> None:
         conns = self._tunnels.get(conn.cluster)
@@ -258,16 +272,17 @@ class TunnelRegistry:
             if not conns:
                 del self._tunnels[conn.cluster]
             self._count()
-            if self.metrics is not None:
+            if self.metrics is not None and conn.ready:
                 self.metrics.closed_total.labels(cluster=conn.cluster).inc()
 
     def _count(self) -> None:
-        self.counts = {name: len(conns) for name, conns in self._tunnels.items()}
+        counts = {name: sum(c.ready for c in conns) for name, conns in self._tunnels.items()}
+        self.counts = {name: n for name, n in counts.items() if n}
 
     def set_members(self, members: list[membership.Member]) -> None:
         """The fleet changed: every tunnel's agent is told."""
         self.members = list(members)
-        for conn in self.tunnels():
+        for conn in self._all():
             conn.send_members(self.members)
 
     def rtt_observer(self, cluster: str):
@@ -280,7 +295,11 @@ class TunnelRegistry:
             self.metrics.streams_total.labels(cluster=cluster).inc()
 
     def tunnels(self, cluster: str | None = None) -> list[TunnelConnection]:
-        return [c for name, conns in self._tunnels.items() if cluster in (None, name) for c in conns]
+        """The usable tunnels (of `cluster`)."""
+        return [c for name, conns in self._tunnels.items() if cluster in (None, name) for c in conns if c.ready]
+
+    def _all(self) -> list[TunnelConnection]:
+        return [c for conns in self._tunnels.values() for c in conns]
 
     # the pool interface (upstream.UpstreamPool's calls)
     def cluster_tls(self, cluster, revision: int) -> ClusterTLS:
@@ -291,6 +310,8 @@ class TunnelRegistry:
                       long_lived: bool = False) -> TunnelStream:
         best = None
         for conn in list(self._tunnels.get(cluster.name, ())):
+            if not conn.ready:
+                continue
             if not allowed(conn.identities, cluster.agent_identities):
                 log.warning("tunnel of cluster %s from %s: its certificate is no longer allowed; closing",
                             cluster.name, conn.peer)
@@ -315,11 +336,11 @@ class TunnelRegistry:
             conn.close()
 
     def drain(self) -> None:
-        for conn in self.tunnels():
+        for conn in self._all():
             conn.notify_drain()
 
     def close(self) -> None:
-        for conn in self.tunnels():
+        for conn in self._all():
             conn.close()
         self._tunnels.clear()
 
@@ -492,11 +513,13 @@ def replica_id(config) -> str:
     return f"{socket.gethostname()}-{os.getppid() if config.workers > 1 else os.getpid()}"
 
 
-def follow_fleet(heartbeat, registry: TunnelRegistry, me: membership.Member, worker: int, client):
+def follow_fleet(heartbeat, registry: TunnelRegistry, me: membership.Member, worker: int, client,
+                 interval: float = membership.REFRESH_INTERVAL):
     """Report this worker's tunnels in its heartbeat, and keep the registry's member list (what
     agents are told) in step with the fleet; returns the started FleetWatcher."""
     heartbeat.extra = lambda: {"tunnel": {**me.to_json(), "worker": worker, "clusters": registry.counts}}
-    watcher = membership.FleetWatcher(client, me, registry.set_members)
+    watcher = membership.FleetWatcher(client, me, registry.set_members, interval)
+    registry.members = watcher.members
     watcher.start()
     return watcher
 

@@ -140,3 +140,4 @@ class FleetWatcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._client.close()

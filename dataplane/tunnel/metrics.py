@@ -60,7 +60,7 @@ class AgentMetrics:
         self.streams: Gauge = add(Gauge(
             "accesspoint_agent_streams", "Streams (callers' requests) open on the tunnels."))
         self.streams_total: Counter = add(Counter(
-            "accesspoint_agent_streams_total", "Streams served, by result (forwarded, refused).", ("result",)))
+            "accesspoint_agent_streams_total", "Streams opened by the gateways on the tunnels."))
 
     def render(self) -> bytes:
         return self.registry.render()

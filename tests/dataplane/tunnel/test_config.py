@@ -26,3 +26,21 @@ def test_agent_configuration_problems_are_listed_together(tmp_path):
     for expected in ("--gateway: expected HOST:PORT", "--cluster is required", "missing.crt is not a readable file",
                      "--assertion-key is required", "--api-server must be an https:// URL"):
         assert expected in text
+
+
+def test_agent_gateway_may_list_several_addresses_and_each_is_checked(tmp_path):
+    config = AgentConfig(gateway="lb.example:8443, 10.0.0.7:8443")
+    assert config.gateway_addresses == ["lb.example:8443", "10.0.0.7:8443"]
+    for gateway, metrics in (("lb.example:8443,gw-b", ""), ("lb.example:8443", "9100")):
+        with pytest.raises(ConfigError) as info:
+            AgentConfig(gateway=gateway, metrics_listen=metrics).validate()
+        assert ("--gateway: expected HOST:PORT" in str(info.value)) == (metrics == "")
+        assert ("--metrics-listen: expected HOST:PORT" in str(info.value)) == (metrics != "")
+
+
+def test_gateway_tunnel_advertise_must_be_host_port(tmp_path):
+    config = GatewayConfig(listen="127.0.0.1:8443", tls_cert="c", tls_key="k", snapshot="s", snapshot_public_key="p",
+                           tunnel_port=8444, tunnel_client_ca="ca", tunnel_assertion_key="key",
+                           tunnel_advertise="gw-a.internal")
+    with pytest.raises(ConfigError, match="--tunnel-advertise: expected HOST:PORT"):
+        config.validate(check_files=False)

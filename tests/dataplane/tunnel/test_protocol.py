@@ -19,9 +19,17 @@ def test_greeting_and_answers():
     line, rest = reader.feed(b"d-eu\r\n\x00\x01")
     assert protocol.parse_greeting(line) == "prod-eu" and rest == b"\x00\x01"
     assert protocol.greeting("prod-eu") == b"ACCESSPOINT-TUNNEL/1 prod-eu\r\n"
-    protocol.parse_answer(protocol.accept().rstrip())
+    accepted = protocol.parse_answer(protocol.accept("gw-a", 1, 2).rstrip())
+    assert accepted == protocol.Accepted("gw-a", 1, 2) and accepted.key == ("gw-a", 1)
     with pytest.raises(protocol.HelloError, match="refused the tunnel: not allowed"):
         protocol.parse_answer(protocol.refuse("not\r\nallowed").rstrip(b"\r\n").replace(b"  ", b" "))
+
+
+@pytest.mark.parametrize("line", [b"OK", b"OK gw", b"OK gw 2 2", b"OK gw x 2", b"OK gw 0 2 extra", b"OK  0 1",
+                                  b"OK gw 0 999", b"HELLO"])
+def test_bad_acceptance_lines(line):
+    with pytest.raises(protocol.HelloError):
+        protocol.parse_answer(line)
 
 
 @pytest.mark.parametrize("line", [b"GET / HTTP/1.1", b"ACCESSPOINT-TUNNEL/1 ", b"ACCESSPOINT-TUNNEL/1 a b",
@@ -69,3 +77,16 @@ def test_backoff_grows_with_jitter_up_to_the_cap_and_resets():
     assert [high.next() for _ in range(5)] == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0], abs=0.01)
     low.reset()
     assert low.next() == 0.5
+
+
+def test_tunnel_keepalive_reports_the_round_trip_time_of_each_answered_ping(monkeypatch):
+    seen = []
+    clock = [100.0]
+    monkeypatch.setattr(protocol.time, "monotonic", lambda: clock[0])
+    keepalive = protocol.TunnelKeepalive(5.0, 5.0, float("inf"), 100.0, on_rtt=seen.append)
+    assert keepalive.tick(106.0, 0) == keepalive.PING        # idle tunnels are pinged too
+    clock[0] = 106.25
+    keepalive.acked()
+    assert seen == [0.25] and keepalive.rtt == 0.25 and keepalive.ping_sent is None
+    keepalive.acked()                                         # an unsolicited ACK measures nothing
+    assert seen == [0.25]
