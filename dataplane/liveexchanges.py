@@ -12,6 +12,11 @@ decision per live exchange per update; nothing per byte. A snapshot that turns a
 `kubectl_enabled` off (or makes it read-only) ends its exchanges the same way: the new decision
 refuses them.
 
+Decisions can also change with the clock alone (a time-bound grant or break-glass activation that
+expires, a schedule that closes): while the current policy has such bindings and exchanges are
+live, they are checked again every TIME_RECHECK_INTERVAL seconds, so an expired grant ends its
+streams within that bound and not only at the next snapshot.
+
 It also counts each principal's concurrent upgrade sessions and watches, for the caps of the
 snapshot's settings (max_exec_sessions, max_watches).
 """
@@ -27,6 +32,8 @@ from .identity import AuthenticationError, Identity
 log = logging.getLogger("accesspoint.liveexchanges")
 
 T = TypeVar("T")
+
+TIME_RECHECK_INTERVAL = 1.0   # seconds; one cached decision per live exchange each time
 
 
 class Revoked(Exception):
@@ -86,6 +93,7 @@ class LiveExchanges:
         self._oidc = oidc                 # the worker's OIDCVerifier (with --oidc-issuer-url)
         self._by_identity: dict[tuple, set[LiveExchange]] = {}
         self._slots: dict[tuple[str, str], int] = {}      # (principal, "session" | "watch") → in use
+        self._recheck: asyncio.TimerHandle | None = None
         holder.subscribe(self.check)
 
     def open(self, snapshot, *, identity: Identity, effective: Identity, impersonation, cluster: str, info,
@@ -98,7 +106,20 @@ class LiveExchanges:
         if current is not None and current is not snapshot:
             # the snapshot changed while this request waited for its upstream: catch up now
             self._check_identity(current, {live})
+        self._schedule_recheck()
         return live
+
+    def _schedule_recheck(self) -> None:
+        current = self._holder.current
+        if self._recheck is None and current is not None and current.policy.time_dependent:
+            self._recheck = asyncio.get_running_loop().call_later(TIME_RECHECK_INTERVAL, self._recheck_now)
+
+    def _recheck_now(self) -> None:
+        self._recheck = None
+        current = self._holder.current
+        if current is None or not self._by_identity:
+            return   # the next open schedules again
+        self.check(current)   # which schedules the next look
 
     def close(self, live: LiveExchange) -> None:
         key = _key(live.identity)
@@ -131,6 +152,8 @@ class LiveExchanges:
     def check(self, snapshot) -> None:
         for exchanges in list(self._by_identity.values()):
             self._check_identity(snapshot, exchanges)
+        if self._by_identity:   # (exchanges live only on a running loop)
+            self._schedule_recheck()
 
     def _check_identity(self, snapshot, exchanges: set[LiveExchange]) -> None:
         """Exchanges sharing one identity share its credential: authenticate once for all."""

@@ -98,6 +98,11 @@ class CompiledPolicy:
                                        for subject in binding.get("subjects", ()) if subject["kind"] == "group")
         self._upstream_groups = {c["name"]: frozenset(c.get("upstream_groups", ()))
                                  for c in snapshot_data.get("clusters", ())}
+        # Decisions that change with the clock alone (validity windows, schedules): live streams
+        # decided under this policy must be looked at again as time passes, not only on a swap.
+        self.time_dependent: bool = any(
+            binding.get("valid_from") or binding.get("valid_until")
+            or (binding.get("conditions") or {}).get("schedule") for binding in bindings)
 
     @property
     def cache_size(self) -> int:
@@ -142,14 +147,6 @@ class CompiledPolicy:
         cluster_groups = self._upstream_groups.get(cluster.name, frozenset())
         return tuple(group for group in groups if group in self._named_groups or group in cluster_groups
                      or group in ALWAYS_FORWARDED_GROUPS)
-
-
-def subject_keys(identity: Identity) -> list[str]:
-    keys = [f"user:{identity.user}"]
-    keys += [f"group:{group}" for group in identity.groups]
-    if identity.component:
-        keys.append(f"service:{identity.component}")
-    return keys
 
 
 def describe(info: RequestAttributes) -> str:

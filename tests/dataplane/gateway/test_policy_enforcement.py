@@ -193,3 +193,27 @@ def test_per_principal_watch_cap_answers_429(tmp_path):
             await env.close()
 
     run(body)
+
+
+def test_an_expiring_grant_ends_its_live_watch_without_a_new_snapshot(tmp_path):
+    """A time-bound grant (an approved access request, a break-glass activation) ends its streams
+    when it expires, not at whatever snapshot comes next."""
+    import datetime
+
+    async def body():
+        env = await make_env(tmp_path, {"alpha": watch_then_hold})
+        try:
+            ends = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=4)
+            apply_policy(env, lambda data: data["bindings"][0].update(valid_until=ends.strftime("%Y-%m-%dT%H:%M:%SZ")))
+            revision = env.worker.holder.current.revision
+            c = await open_watch(env)
+            async with asyncio.timeout(20):       # ends within TIME_RECHECK_INTERVAL of the expiry
+                assert (await c.reader.read()).endswith(b"0\r\n\r\n")
+            assert datetime.datetime.now(datetime.timezone.utc) >= ends.replace(microsecond=0)
+            assert env.worker.holder.current.revision == revision   # no snapshot was involved
+            ended = [e for e in env.audit_events() if e.get("session_ended_by") == "revoked"]
+            assert len(ended) == 1 and ended[0]["revocation"].startswith("no longer allowed")
+        finally:
+            await env.close()
+
+    run(body)
