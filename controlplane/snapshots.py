@@ -24,17 +24,14 @@ from dataplane.signing import key_id
 # verify_revocation_delta is re-exported: the gateways' check is the one reference for both sides.
 from dataplane.snapshot import (DELTA_ENVELOPE_FORMAT, DELTA_PAYLOAD_FORMAT, PAYLOAD_FORMAT, canonical_json,
                                 sign_snapshot, verify_revocation_delta)
-
+from dataplane.snapshotfeed import REVOCATION_CHANNEL, SNAPSHOT_CHANNEL, SNAPSHOT_KEY
 from dataplane.tunnel.identities import SPKI_PREFIX
 
 from .model import SNAPSHOT_REVOCATION_LISTS, Cluster, Revocation, State
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_KEY = "accesspoint:snapshot"
 SNAPSHOT_REVISION_KEY = "accesspoint:snapshot:revision"
-SNAPSHOT_CHANNEL = "accesspoint:snapshots"
-REVOCATION_CHANNEL = "accesspoint:revocations"
 
 # KEYS: snapshot, revision; ARGV: revision, envelope, channel. Returns 1 if written, else 0.
 _PUBLISH_IF_NEWER = """

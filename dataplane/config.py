@@ -80,7 +80,6 @@ class GatewayConfig:
     upstream_ping_timeout: float = 5.0
     # distribution (Redis: snapshot feed, heartbeats, audit shipping)
     redis_url: str = field(default="", repr=False)   # may carry a password: never shown
-    redis_key_prefix: str = "accesspoint"
     snapshot_cache: str = ""
     snapshot_resync_interval: float = 10.0
     gateway_id: str = ""
@@ -135,7 +134,6 @@ class GatewayConfig:
         "redis_url": "Redis to follow snapshots from, report heartbeats and ship audit to "
                      "(redis://, rediss:// or unix://; may hold a password); without it the gateway "
                      "serves --snapshot only",
-        "redis_key_prefix": "prefix of the snapshot key and channels in Redis",
         "snapshot_cache": "where the last good snapshot from Redis is kept "
                           "(default: snapshot.cache.json beside --audit-spool)",
         "snapshot_resync_interval": "seconds between re-reads of the snapshot key (pub/sub can lose notices)",
@@ -173,7 +171,7 @@ class GatewayConfig:
             "HTTP/2": ("http2", "http2_max_streams", "http2_ping_interval", "http2_ping_timeout"),
             "upstream": ("upstream_dial_timeout", "upstream_pool_size", "upstream_http2", "upstream_idle_timeout",
                          "upstream_ping_interval", "upstream_ping_timeout"),
-            "distribution": ("redis_url", "redis_key_prefix", "snapshot_cache", "snapshot_resync_interval",
+            "distribution": ("redis_url", "snapshot_cache", "snapshot_resync_interval",
                              "gateway_id"),
             "OIDC": ("oidc_issuer_url", "oidc_client_id", "oidc_username_claim", "oidc_username_prefix",
                      "oidc_groups_claim", "oidc_groups_prefix", "oidc_ca_file", "oidc_refresh_interval"),
@@ -289,8 +287,6 @@ class GatewayConfig:
                 problems.append("--redis-url must start with redis://, rediss:// or unix://")
             elif not target_ok:
                 problems.append("--redis-url names no usable host:port (or socket path)")
-        if not self.redis_key_prefix or any(c.isspace() for c in self.redis_key_prefix):
-            problems.append("--redis-key-prefix must be non-empty without whitespace")
         if self.snapshot_cache and not Path(self.snapshot_cache).parent.is_dir():
             problems.append(f"--snapshot-cache: directory {Path(self.snapshot_cache).parent} does not exist")
         if self.snapshot_resync_interval <= 0:

@@ -49,7 +49,7 @@ class Distribution:
         self.heartbeat = Heartbeat(redis_client(config), gateway_id=config.worker_gateway_id(index))
         self.feed = SnapshotFeed(
             config.redis_url, holder, public_key, config.snapshot_cache_path,
-            key_prefix=config.redis_key_prefix, resync_interval=config.snapshot_resync_interval,
+            resync_interval=config.snapshot_resync_interval,
             on_applied=self.applied, metrics=metrics)
         self._holder = holder
         self._shipper: AuditShipper | None = None

@@ -37,10 +37,17 @@ BACKOFF_MAX = 5.0
 SOCKET_TIMEOUT = 5.0           # a Redis that stops answering counts as down after this long
 CONNECT_TIMEOUT = 2.0
 
+# The contract with the control plane's publisher (controlplane/snapshots.py imports these). One
+# Redis (or Redis database) serves one fleet: a foreign fleet's notices would only cause re-reads,
+# and its deltas fail our signature check.
+SNAPSHOT_KEY = "accesspoint:snapshot"
+SNAPSHOT_CHANNEL = "accesspoint:snapshots"
+REVOCATION_CHANNEL = "accesspoint:revocations"
+
 
 class SnapshotFeed:
     def __init__(self, redis_url: str, holder: SnapshotHolder, public_key: Ed25519PublicKey, cache_path: Path, *,
-                 key_prefix: str = "accesspoint", resync_interval: float = 10.0,
+                 resync_interval: float = 10.0,
                  on_applied: Callable[[Snapshot], None] | None = None, metrics: GatewayMetrics | None = None):
         if resync_interval <= 0:
             raise ValueError("resync_interval must be positive")
@@ -48,9 +55,9 @@ class SnapshotFeed:
         self._holder = holder
         self._public_key = public_key
         self._cache_path = Path(cache_path)
-        self._snapshot_key = f"{key_prefix}:snapshot"
-        self._snapshot_channel = f"{key_prefix}:snapshots".encode()
-        self._revocation_channel = f"{key_prefix}:revocations".encode()
+        self._snapshot_key = SNAPSHOT_KEY
+        self._snapshot_channel = SNAPSHOT_CHANNEL.encode()
+        self._revocation_channel = REVOCATION_CHANNEL.encode()
         self._resync_interval = resync_interval
         self._on_applied = on_applied
         self._metrics = metrics if metrics is not None else GatewayMetrics()

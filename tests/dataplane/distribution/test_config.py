@@ -40,11 +40,10 @@ def test_a_bad_redis_url_is_refused_without_showing_it(tmp_path, url, problem):
 
 
 def test_other_distribution_options_are_validated(tmp_path):
-    config = _config(tmp_path, redis_url="redis://127.0.0.1:6390", redis_key_prefix="a b",
-                     snapshot_resync_interval=0, gateway_id="gw 1", snapshot_cache=str(tmp_path / "no/cache.json"))
+    config = _config(tmp_path, redis_url="redis://127.0.0.1:6390", snapshot_resync_interval=0, gateway_id="gw 1", snapshot_cache=str(tmp_path / "no/cache.json"))
     with pytest.raises(ConfigError) as refused:
         config.validate()
-    for needle in ("--redis-key-prefix", "--snapshot-resync-interval", "--gateway-id", "--snapshot-cache"):
+    for needle in ("--snapshot-resync-interval", "--gateway-id", "--snapshot-cache"):
         assert needle in str(refused.value)
 
 
