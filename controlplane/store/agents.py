@@ -15,8 +15,12 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from ..errors import FailedPrecondition, PermissionDenied, Unauthenticated
-from ..model import AgentCertificate, BootstrapToken, Cluster, Refusal, utc_text
+from ..model import AgentCertificate, BootstrapToken, Cluster, Refusal, utc_text, utc_text_ms
 from . import tables
+
+# Anyone may call Enroll and Renew; their refusals are kept this long, so the table cannot grow
+# without bound (the log line at WARNING stays for longer-term records).
+REFUSAL_RETENTION = datetime.timedelta(days=30)
 
 # The API's signer: gets the certificate being renewed (None at enrollment: a new agent id), returns
 # the recorded form of the certificate it signed and that certificate as PEM.
@@ -176,6 +180,8 @@ class AgentMixin:
         with self._transaction(self._backend.begin_write) as tx:
             tx.run(f"INSERT INTO refusals ({', '.join(tables.REFUSALS.columns)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    tables.REFUSALS.to_row(refusal))
+            moment = datetime.datetime.fromisoformat(refusal.at.replace("Z", "+00:00"))
+            tx.run("DELETE FROM refusals WHERE at < ?", (utc_text_ms(moment - REFUSAL_RETENTION),))
 
     def refusals(self, cluster: str = "", limit: int = 100) -> list[Refusal]:
         """Newest first."""
