@@ -1,5 +1,6 @@
 """Fleet status from the gateways' heartbeats (the contract is in dataplane/heartbeat.py): which
-gateways are live, which revision each runs, and waiting until all of them run a revision.
+gateways are live, which revision each runs, waiting until all of them run a revision, and each
+tunnel cluster's connectivity (the heartbeats' `tunnel` part: live tunnels per cluster per worker).
 
 The heartbeat keys are the truth; the `accesspoint:applied` notices only say when to look again,
 so a lost notice costs at most one poll interval and a gateway that dies while being waited for
@@ -10,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import redis
 
@@ -35,14 +36,51 @@ class GatewayStatus:
     applied_at: str           # RFC 3339 or "" before the first apply
     started_at: str
     heartbeat_at: str
+    # a worker serving tunnels: its replica, live tunnels per cluster, and when it last held a
+    # tunnel of each cluster it holds none of now (RFC 3339)
+    tunnel_gateway: str = ""
+    tunnels: Mapping[str, int] = field(default_factory=dict)
+    tunnels_lost_at: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, value: bytes) -> "GatewayStatus":
         data = json.loads(value)
+        tunnel = data.get("tunnel") or {}
         return cls(id=str(data["id"]), hostname=str(data["hostname"]), pid=int(data["pid"]),
                    version=str(data["version"]), revision=int(data["revision"]),
                    applied_at=data["applied_at"] or "", started_at=str(data["started_at"]),
-                   heartbeat_at=str(data["heartbeat_at"]))
+                   heartbeat_at=str(data["heartbeat_at"]), tunnel_gateway=str(tunnel.get("gateway", "")),
+                   tunnels={str(k): int(v) for k, v in (tunnel.get("clusters") or {}).items()},
+                   tunnels_lost_at={str(k): str(v) for k, v in (tunnel.get("lost_at") or {}).items()})
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """One tunnel cluster as the live gateways see it."""
+    agents: int               # the most tunnels of it on one gateway worker: an agent keeps one per worker
+    tunnels: int              # usable tunnels across the fleet
+    gateways: int             # replicas holding at least one
+    last_seen: str            # the newest heartbeat reporting a tunnel, else when the last one closed; "" never
+
+
+def connectivity(gateways: list[GatewayStatus]) -> dict[str, Connectivity]:
+    """Per cluster, from the heartbeats of `gateways` (one per worker); clusters no live gateway
+    has seen are absent."""
+    tunnels: dict[str, list[tuple[GatewayStatus, int]]] = {}
+    lost: dict[str, str] = {}
+    for g in gateways:
+        for cluster, count in g.tunnels.items():
+            if count > 0:
+                tunnels.setdefault(cluster, []).append((g, count))
+        for cluster, at in g.tunnels_lost_at.items():
+            lost[cluster] = max(lost.get(cluster, ""), at)
+    found = {cluster: Connectivity(agents=max(n for _, n in held), tunnels=sum(n for _, n in held),
+                                   gateways=len({g.tunnel_gateway or g.id for g, _ in held}),
+                                   last_seen=max(g.heartbeat_at for g, _ in held))
+             for cluster, held in tunnels.items()}
+    for cluster, at in lost.items():
+        found.setdefault(cluster, Connectivity(agents=0, tunnels=0, gateways=0, last_seen=at))
+    return found
 
 
 @dataclass(frozen=True)

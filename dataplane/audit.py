@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 # Secret-bearing key names; matched on the last word of the key (`private_key`, `bearerToken`,
@@ -86,8 +88,17 @@ def _redacted_copy(value: Any, where: str) -> Any:
     return value
 
 
-# one encoder for every event (json.dumps with options builds a new one per call)
+# the stdlib encoder for what orjson refuses but json accepts (non-str keys, ints beyond 64 bits)
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode_line(event: dict[str, Any]) -> bytes:
+    """One compact JSON line, UTF-8. orjson (C) costs a tenth of json's Python encoder, which was
+    ~5 % of the gateway's CPU per small request; both refuse non-JSON values with TypeError."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return (_ENCODE(event) + "\n").encode("utf-8")
 
 
 class AuditSpool:
@@ -103,7 +114,7 @@ class AuditSpool:
             raise ValueError("audit event needs the request id in 'id'")
         if self._fd is None:
             raise ValueError("audit spool is closed")
-        data = (_ENCODE(redact(event)) + "\n").encode("utf-8")
+        data = encode_line(redact(event))
         written = os.write(self._fd, data)
         if written != len(data):
             # A short write (disk full) leaves a torn line; say so loudly rather than retry and

@@ -56,6 +56,8 @@ Handler = Callable[[Request, "H2Response"], Awaitable[None]]
 
 # connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2); framing is h2's
 _FORBIDDEN_RESPONSE_FIELDS = hdrs.HOP_BY_HOP | {b"content-length"}
+# DATA bytes that may wait for the end of the loop turn before they are written (_data_queued)
+DATA_FLUSH_AT = 64 * 1024
 # a new value on every response: kept out of the HPACK dynamic table, where it would only evict
 # the fields that repeat
 _UNIQUE_RESPONSE_FIELDS = frozenset({b"x-accesspoint-request-id"})
@@ -298,6 +300,10 @@ class H2DataSender:
     def _flush(self) -> None:
         raise NotImplementedError
 
+    def _data_queued(self, size: int) -> None:
+        """DATA of `size` bytes waits in h2's buffer: send it (subclasses may batch)."""
+        self._flush()
+
     async def _send_windowed(self, sid: int, data: bytes, window: asyncio.Event,
                              gone: Callable[[], bool], gone_message: str) -> None:
         """Send `data` on stream `sid`, waiting on `window` while the stream's window is shut;
@@ -313,7 +319,7 @@ class H2DataSender:
                 continue
             self.conn.send_data(sid, data[:size])
             data = data[size:]
-            self._flush()
+            self._data_queued(size)
             await self.flow.drain()
 
 
@@ -340,6 +346,7 @@ class H2Protocol(H2DataSender, asyncio.Protocol):
                                    self.limits.idle_timeout, time.monotonic())
         self._timer: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
+        self._unflushed_data = 0       # DATA bytes queued in h2 since the last flush
         self._preface_seen = False
         self._draining = False
         self._last_stream_id: int | None = None   # set by the drain GOAWAY
@@ -625,12 +632,22 @@ class H2Protocol(H2DataSender, asyncio.Protocol):
             self.transport.write(data)
 
     def _flush(self) -> None:
+        self._unflushed_data = 0
         self._write(self.conn.data_to_send())
+
+    def _data_queued(self, size: int) -> None:
+        """DATA leaves at the end of the loop turn with the other streams' frames, like HEADERS,
+        unless DATA_FLUSH_AT bytes are waiting (or the transport is already full): so what the
+        transport's buffer (the backpressure signal) does not see yet stays bounded."""
+        self._unflushed_data += size
+        if self._unflushed_data >= DATA_FLUSH_AT or self.flow.write_paused:
+            self._flush()
+        else:
+            self._flush_soon()
 
     def _flush_soon(self) -> None:
         """Flush at the end of this turn of the event loop: the frames of every stream that
-        answers in the meantime leave in one write (one TLS record, one syscall). DATA is
-        flushed at once instead, so that the transport's buffer stays the backpressure signal."""
+        answers in the meantime leave in one write (one TLS record, one syscall)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)

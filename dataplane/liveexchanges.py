@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from .identity import AuthenticationError, Identity
 
@@ -53,6 +53,10 @@ class LiveExchange:
     peer_cert: Any = field(default=None, repr=False)
     authorization: bytes | None = field(default=None, repr=False)   # a secret: kept, never shown
     revoked: str = ""                   # why it was revoked ("" while it may run)
+    shown: str = ""                     # what the caller may be told of why (no policy internals)
+    # an exchange that ends itself, telling the client why (sessionend.py), instead of being
+    # interrupted: called with (revoked, shown)
+    on_revoke: Callable[[str, str], None] | None = None
     _waiting: bool = False
 
     async def interruptible(self, awaitable: Awaitable[T]) -> T:
@@ -73,9 +77,12 @@ class LiveExchange:
         finally:
             self._waiting = False
 
-    def _revoke(self, reason: str) -> None:
+    def _revoke(self, reason: str, shown: str) -> None:
         self.revoked = reason
-        if self._waiting:
+        self.shown = shown
+        if self.on_revoke is not None:
+            self.on_revoke(reason, shown)
+        elif self._waiting:
             self.task.cancel()
         # not waiting: it is writing downstream and checks `revoked` before it reads again
 
@@ -164,31 +171,35 @@ class LiveExchanges:
         try:
             caller = snapshot.authenticator.authenticate(first.peer_cert, first.authorization, self._oidc)
         except AuthenticationError as exc:
+            shown = "credentials revoked" if exc.reason == "revoked" else "credentials no longer accepted"
             for live in running:
-                self._end(live, f"authentication refused: {exc.reason}")
+                self._end(live, f"authentication refused: {exc.reason}", shown)
             return
         for live in running:
             refusal = _refusal(snapshot, caller, live)
             if refusal:
-                self._end(live, refusal)
+                self._end(live, *refusal)
 
-    def _end(self, live: LiveExchange, reason: str) -> None:
+    def _end(self, live: LiveExchange, reason: str, shown: str) -> None:
         log.info("ending %s of user %r on cluster %r: %s", live.kind, live.identity.user, live.cluster, reason)
         self._metrics.streams_revoked_total.labels(kind=live.kind).inc()
-        live._revoke(reason)
+        live._revoke(reason, shown)
 
 
-def _refusal(snapshot, caller: Identity, live: LiveExchange) -> str:
-    """Why `live` may not go on under `snapshot` ("" when it may)."""
+def _refusal(snapshot, caller: Identity, live: LiveExchange) -> tuple[str, str] | None:
+    """Why `live` may not go on under `snapshot`, as (audited reason, what the caller may be
+    told); None when it may."""
     cluster = snapshot.clusters.get(live.cluster)
     if cluster is None:
-        return "cluster removed"
+        return "cluster removed", "cluster removed"
     effective = caller
     if live.impersonation is not None:
         for resource, name, namespace in live.impersonation.checks():
             if not snapshot.policy.decide_impersonation(caller, cluster, resource, name, namespace,
                                                         source=live.source).allowed:
-                return "impersonation no longer allowed"
+                return "impersonation no longer allowed", "impersonation no longer allowed"
         effective = live.effective
     decision = snapshot.policy.decide(effective, cluster, live.info, source=live.source)
-    return "" if decision.allowed else f"no longer allowed: {decision.reason}"
+    if decision.allowed:
+        return None
+    return f"no longer allowed: {decision.reason}", decision.reason if decision.explained else "no longer allowed"

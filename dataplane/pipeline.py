@@ -21,7 +21,7 @@ from typing import Any
 from native.requestinfo import parse_request_info
 
 from . import headers as hdrs
-from . import routing, status
+from . import routing, sessionend, status
 from .flow import ConnectionGone
 from .identity import AuthenticationError, Identity
 from .liveexchanges import LiveExchanges, Revoked
@@ -428,10 +428,20 @@ class Gateway:
         ctx.code = 101
         self.metrics.active_upgrades.labels(kind=kind).inc()
         live = self._open_live(ctx, snapshot, request, kind)
+        ending = sessionend.for_upgrade(request.upgrade, conn.raw_head)
         try:
-            # revocation cancels the splice, which closes the upstream side; the client side
-            # closes when this handler returns, after the audit event is written
-            await live.interruptible(splice(client_reader, client_writer, upstream_reader, upstream_writer, stats))
+            if ending is None:
+                # revocation cancels the splice, which closes the upstream side; the client side
+                # closes when this handler returns, after the audit event is written
+                await live.interruptible(splice(client_reader, client_writer, upstream_reader, upstream_writer, stats))
+            else:
+                # revocation ends the session at a frame boundary, telling the client why
+                live.on_revoke = ending.end
+                if live.revoked:          # revoked while it was being registered
+                    ending.end(live.revoked, live.shown)
+                await splice(client_reader, client_writer, upstream_reader, upstream_writer, stats, ending)
+                if live.revoked:
+                    raise Revoked(live.revoked)
         except Revoked:
             stats.ended_by = "revoked"
             ctx.revoked = live.revoked

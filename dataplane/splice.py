@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 
 class Reader(Protocol):
@@ -27,40 +27,61 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
+ENDED = "ended"     # what an `ending`'s server → client pump returns when the gateway ended it
+
+
 @dataclass
 class SpliceStats:
     session_start: float = field(default_factory=time.time)
     session_end: float = 0.0
     bytes_in: int = 0      # client → upstream
     bytes_out: int = 0     # upstream → client
-    ended_by: str = ""     # "client", "upstream", "error", "cancelled"
+    ended_by: str = ""     # "client", "upstream", "error", "cancelled", "gateway"
 
 
-async def _pump(reader: Reader, writer: Writer, stats: SpliceStats, attr: str) -> bool:
+async def _pump(reader: Reader, writer: Writer, stats: SpliceStats, attr: str,
+                observe: Callable[[bytes], Any] | None = None) -> bool:
     """Copy until EOF; True when the EOF was passed on as a half-close (the other direction
-    may go on), False when the writer cannot half-close (the session is over)."""
+    may go on), False when the writer cannot half-close (the session is over). `observe` sees
+    every chunk before it is passed on."""
     while True:
         data = await reader.read(65536)
         if not data:
             half_close = writer.can_write_eof()
             writer.write_eof()
             return half_close
+        if observe is not None:
+            observe(data)
         setattr(stats, attr, getattr(stats, attr) + len(data))
         await writer.write(data)
 
 
 async def splice(client_reader: Reader, client_writer: Writer, upstream_reader: Reader,
-                 upstream_writer: Writer, stats: SpliceStats | None = None) -> SpliceStats:
-    """Pipe bytes both ways until both directions end (or one side fails)."""
+                 upstream_writer: Writer, stats: SpliceStats | None = None,
+                 ending: Any = None) -> SpliceStats:
+    """Pipe bytes both ways until both directions end (or one side fails). With `ending` (a
+    sessionend.SessionEnding) the gateway can end the session itself, telling the client why."""
     stats = stats or SpliceStats()
-    up = asyncio.ensure_future(_pump(client_reader, upstream_writer, stats, "bytes_in"))
-    down = asyncio.ensure_future(_pump(upstream_reader, client_writer, stats, "bytes_out"))
+    observe = ending.observe_in if ending is not None else None
+    up = asyncio.ensure_future(_pump(client_reader, upstream_writer, stats, "bytes_in", observe))
+    if ending is None:
+        down = asyncio.ensure_future(_pump(upstream_reader, client_writer, stats, "bytes_out"))
+    else:
+        down = asyncio.ensure_future(ending.pump_out(upstream_reader, client_writer, stats))
     pending = {up, down}
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 failed = task.exception() is not None
+                if not failed and task.result() == ENDED:
+                    # the gateway ended it: nothing more goes upstream; the client may hang up
+                    stats.ended_by = "gateway"
+                    up.cancel()
+                    await asyncio.gather(up, return_exceptions=True)
+                    pending = set()
+                    await ending.linger(client_reader)
+                    break
                 if not stats.ended_by:
                     stats.ended_by = "error" if failed else ("client" if task is up else "upstream")
                 if failed or not task.result():

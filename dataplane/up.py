@@ -6,12 +6,17 @@ given with --cluster, and a gateway that learns everything from the control plan
 snapshots in Redis. The clusters, roles and bindings are applied through the control plane's API
 (the manifest is left in the state directory as `policy.yaml`), the kubeconfigs are issued by it,
 and `apctl.yaml` lets `apctl` administer it. It runs until Ctrl-C and stops everything it started.
+
+`--tunnel`: the sandbox cluster is registered as a tunnel cluster instead (`apctl cluster register
+sandbox --tunnel`) and an agent (`accesspoint agent`) enrolls with its bootstrap token and serves it
+through a reverse tunnel: the gateway then holds no way to the sandbox nor its credential.
 """
 from __future__ import annotations
 
 import argparse
 import http.client
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--cluster", action="append", default=[], metavar="NAME=KUBECONFIG",
                         help="put a real cluster behind the gateway instead of the sandbox (repeatable)")
+    parser.add_argument("--tunnel", action="store_true",
+                        help="serve the sandbox cluster through an agent's reverse tunnel (docs/tunnels.md)")
+    parser.add_argument("--tunnel-port", type=int, default=8444, help="the port agents dial, with --tunnel")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -170,16 +178,24 @@ def start_gateway(command: list[str], admin_port: int) -> subprocess.Popen:
     return start_ready(command, lambda: http_ok("127.0.0.1", admin_port, "/readyz"), "the gateway")
 
 
-def configure(state: sandbox.StateLayout, api_port: int, clusters: list[sandbox.ClusterSpec]) -> None:
-    """Applies the policy through the API, then issues both kubeconfigs from it."""
+def configure(state: sandbox.StateLayout, api_port: int, clusters: list[sandbox.ClusterSpec],
+              tunnel: bool = False) -> str | None:
+    """Applies the policy through the API, then issues both kubeconfigs from it. `tunnel`: the
+    first cluster is registered as a tunnel cluster (not in the manifest, no credential at the
+    gateway); returns its agent's bootstrap token."""
     from controlplane.apctl import manifests
     from controlplane.apctl.connection import Client, load_settings
-    from controlplane.api.v1 import kubeconfigs_pb2, tokens_pb2
+    from controlplane.api.v1 import clusters_pb2, kubeconfigs_pb2, tokens_pb2
 
     state.apctl_config.write_text(f"address: 127.0.0.1:{api_port}\ntoken_file: {state.api_admin_token}\n")
-    state.policy.write_text(sandbox.policy_manifest(clusters, state.secrets_dir))
+    state.policy.write_text(sandbox.policy_manifest(clusters[1:] if tunnel else clusters, state.secrets_dir))
     client = Client(load_settings(str(state.apctl_config)))
+    bootstrap = None
     try:
+        if tunnel:
+            registered = client.call(client.clusters.RegisterCluster, clusters_pb2.RegisterClusterRequest(
+                cluster=clusters_pb2.Cluster(name=clusters[0].name, tunnel=True, labels=clusters[0].labels)))
+            bootstrap = registered.bootstrap.secret
         for kind, desired in manifests.load(state.policy.read_text(), str(state.policy)):
             manifests.apply_one(client, kind, desired)
         first = clusters[0].name
@@ -195,6 +211,54 @@ def configure(state: sandbox.StateLayout, api_port: int, clusters: list[sandbox.
             context=f"accesspoint-{first}-readonly").encode())
     finally:
         client.close()
+    return bootstrap
+
+
+# -- --tunnel: the sandbox behind an agent ------------------------------------------------------------
+
+def tunnel_assertion_key(state: sandbox.StateLayout) -> tuple[Path, Path]:
+    """The gateway fleet's identity-assertion key pair (private: the gateway's, public: the agent's)."""
+    from dataplane import signing
+
+    private, public = state.root / "pki" / "tunnel-assertion.key", state.root / "pki" / "tunnel-assertion.pub"
+    key = signing.generate_signing_key()
+    signing.write_private_key(key, private)
+    signing.write_public_key(key.public_key(), public)
+    return private, public
+
+
+def gateway_tunnel_flags(state: sandbox.StateLayout, tunnel_port: int, assertion_key: Path) -> list[str]:
+    """The gateway takes agents' tunnels, trusting the control plane's agent CA (made at its first start)."""
+    return ["--tunnel-port", str(tunnel_port), "--tunnel-client-ca", str(state.controlplane_dir / "agent-ca.crt"),
+            "--tunnel-assertion-key", str(assertion_key)]
+
+
+def start_agent(state: sandbox.StateLayout, spec: sandbox.ClusterSpec, bootstrap: str, api_port: int,
+                gateway: str, assertion_pub: Path, admin_port: int) -> subprocess.Popen:
+    """An agent for `spec` that enrolls with `bootstrap`; returns once the gateway has its tunnel."""
+    agent_dir = state.root / "agent"
+    token_file = agent_dir / "bootstrap.token"
+    sandbox.write_secret(token_file, bootstrap.encode())
+    agent_dir.chmod(0o700)
+    tunnelled = re.compile(rf'^accesspoint_tunnels{{cluster="{re.escape(spec.name)}"}} [1-9]', re.M)
+    return start_ready(
+        [sys.executable, "-m", "dataplane.cli", "agent", "--cluster", spec.name, "--gateway", gateway,
+         "--controlplane", f"127.0.0.1:{api_port}", "--state-dir", str(agent_dir / "state"),
+         "--bootstrap-token-file", str(token_file), "--assertion-key", str(assertion_pub),
+         "--api-server", spec.endpoint, "--api-ca", str(state.sandbox_ca_cert), "--token-file",
+         str(state.sandbox_token)],
+        lambda: bool(tunnelled.search(http_text("127.0.0.1", admin_port, "/metrics"))), "the agent")
+
+
+def http_text(host: str, port: int, path: str) -> str:
+    conn = http.client.HTTPConnection(host, port, timeout=1)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        conn.close()
 
 
 def issued_server(kubeconfig_text: str) -> str:
@@ -237,6 +301,8 @@ def command(ns: argparse.Namespace) -> int:
     gateway_url = f"https://{ns.host}:{ns.port}"
     try:
         clusters = _clusters(ns)
+        if ns.tunnel and clusters:
+            raise ValueError("--tunnel puts the sandbox cluster behind an agent; it does not take --cluster")
         redis_port = free_port()
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         sandbox.prepare_pki(state)
@@ -246,12 +312,22 @@ def command(ns: argparse.Namespace) -> int:
             clusters = [sandbox.prepare_sandbox_cluster(state, f"https://127.0.0.1:{sandbox_port}")]
             processes.append(start_sandbox(state, sandbox_port))
         processes.append(start_controlplane(state, ns.api_port, redis_url, gateway_url))
-        configure(state, ns.api_port, clusters)
-        processes.append(start_gateway(
-            gateway_command(state, ns.host, ns.port, ns.admin_port, ns.workers, redis_url), ns.admin_port))
+        bootstrap = configure(state, ns.api_port, clusters, tunnel=ns.tunnel)
+        gateway = gateway_command(state, ns.host, ns.port, ns.admin_port, ns.workers, redis_url)
+        if ns.tunnel:
+            assertion_key, assertion_pub = tunnel_assertion_key(state)
+            gateway += gateway_tunnel_flags(state, ns.tunnel_port, assertion_key)
+        processes.append(start_gateway(gateway, ns.admin_port))
+        how = ""
+        if ns.tunnel:
+            dial = "127.0.0.1" if ns.host in ("0.0.0.0", "::", "") else ns.host
+            processes.append(start_agent(state, clusters[0], bootstrap, ns.api_port, f"{dial}:{ns.tunnel_port}",
+                                         assertion_pub, ns.admin_port))
+            how = (f" (through the agent's reverse tunnel: gateway port {ns.tunnel_port}, agent state "
+                   f"{state.root / 'agent'})")
         print(f"""
 AccessPoint is up: gateway {gateway_url}, control plane 127.0.0.1:{ns.api_port}, \
-cluster(s): {', '.join(c.name for c in clusters)}.
+cluster(s): {', '.join(c.name for c in clusters)}{how}.
 
   export KUBECONFIG={state.kubeconfig}            # {sandbox.ADMIN_USER} (client certificate), may do anything
   kubectl get pods

@@ -7,11 +7,9 @@ A bootstrap token goes to stdout alone, everything else to stderr, so that
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from typing import Any, Callable
 
-from google.protobuf.duration_pb2 import Duration
 
 from ..api.v1 import agents_pb2, clusters_pb2
 from . import output
@@ -28,12 +26,6 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
-def _duration(delta: datetime.timedelta) -> Duration:
-    duration = Duration()
-    duration.FromTimedelta(delta)
-    return duration
-
-
 def _show_token(token: agents_pb2.BootstrapToken) -> None:
     print(f"bootstrap token {token.id} of cluster {token.cluster} expires {output.timestamp_text(token.expires_at)}; "
           "it is shown once and works once: give it to the agent (--bootstrap-token-file)", file=sys.stderr)
@@ -47,7 +39,7 @@ def cmd_cluster_register(client: Client, ns: argparse.Namespace) -> int:
     request = clusters_pb2.RegisterClusterRequest(
         cluster=clusters_pb2.Cluster(name=ns.name, tunnel=True, labels=_labels(ns.label)))
     if ns.bootstrap_ttl is not None:
-        request.bootstrap_ttl.CopyFrom(_duration(ns.bootstrap_ttl))
+        request.bootstrap_ttl.CopyFrom(output.proto_duration(ns.bootstrap_ttl))
     registered = client.call(client.clusters.RegisterCluster, request)
     print(f"cluster/{registered.name} registered (tunnel) at revision {registered.revision}", file=sys.stderr)
     _show_token(registered.bootstrap)
@@ -57,7 +49,7 @@ def cmd_cluster_register(client: Client, ns: argparse.Namespace) -> int:
 def cmd_cluster_bootstrap(client: Client, ns: argparse.Namespace) -> int:
     request = agents_pb2.IssueBootstrapTokenRequest(cluster=ns.name)
     if ns.ttl is not None:
-        request.ttl.CopyFrom(_duration(ns.ttl))
+        request.ttl.CopyFrom(output.proto_duration(ns.ttl))
     _show_token(client.call(client.agents.IssueBootstrapToken, request))
     return 0
 
@@ -70,6 +62,15 @@ def live_agents(client: Client) -> dict[str, int]:
         if certificate.live:
             counts[certificate.cluster] = counts.get(certificate.cluster, 0) + 1
     return counts
+
+
+def connectivity_cells(cluster: clusters_pb2.Cluster, enrolled: int) -> list[str]:
+    """AGENTS (connected/enrolled), TUNNELS and LAST SEEN of a tunnel cluster; `?` when the
+    control plane could not read the fleet."""
+    if not cluster.HasField("connectivity"):
+        return [f"?/{enrolled}", "?", "?"]
+    seen = cluster.connectivity
+    return [f"{seen.agents}/{enrolled}", str(seen.tunnels), output.age(seen.last_seen)]
 
 
 def _state(c: agents_pb2.AgentCertificate) -> str:
@@ -92,7 +93,7 @@ def get_refusals(client: Client, name: str) -> tuple[list, list[str], Callable]:
         lambda r: [r.at.ToJsonString(), r.action, r.cluster or "<none>", r.subject, r.peer or "<none>", r.reason]
 
 
-def add_commands(sub: Any, duration: Callable[[str], datetime.timedelta]) -> None:
+def add_commands(sub: Any) -> None:
     parser = sub.add_parser("cluster", help="register tunnel clusters and issue their agents' bootstrap tokens",
                             description="register tunnel clusters and issue their agents' bootstrap tokens")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -101,9 +102,9 @@ def add_commands(sub: Any, duration: Callable[[str], datetime.timedelta]) -> Non
     p.add_argument("name")
     p.add_argument("--tunnel", action="store_true", help="reached through its agent's reverse tunnel")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="repeat for several labels")
-    p.add_argument("--bootstrap-ttl", type=duration, help="the token's lifetime, e.g. 30m (default: the control "
-                                                          "plane's, 1h unless configured)")
+    p.add_argument("--bootstrap-ttl", type=output.duration_arg,
+                   help="the token's lifetime, e.g. 30m (default: the control plane's, 1h unless configured)")
     p = actions.add_parser("bootstrap", help="issue another one-time bootstrap token for a tunnel cluster's agent")
     p.set_defaults(run=cmd_cluster_bootstrap)
     p.add_argument("name")
-    p.add_argument("--ttl", type=duration, help="the token's lifetime (default: the control plane's)")
+    p.add_argument("--ttl", type=output.duration_arg, help="the token's lifetime (default: the control plane's)")

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import grpc
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..api.v1 import (audit_pb2, bindings_pb2, clusters_pb2, fleet_pb2, kubeconfigs_pb2, revocations_pb2, roles_pb2,
@@ -23,19 +22,6 @@ from .connection import Client, UsageError, load_settings
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 WAIT_MARGIN = 5.0         # seconds a wait call may outlast its timeout: the server answers DEADLINE_EXCEEDED
 REVOKE_KINDS = {"user": "user", "group": "group", "cert": "cert_serial", "token": "token", "session": "session"}
-
-
-def _duration(text: str) -> datetime.timedelta:
-    try:
-        return output.parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _proto_duration(delta: datetime.timedelta) -> Duration:
-    duration = Duration()
-    duration.FromTimedelta(delta)
-    return duration
 
 
 def _read_manifest(path: str) -> list[tuple[manifests.Kind, Any]]:
@@ -94,11 +80,11 @@ def cmd_delete(client: Client, ns: argparse.Namespace) -> int:
 def _get_clusters(client: Client, name: str) -> tuple[list, list[str], Callable]:
     items = ([client.call(client.clusters.GetCluster, clusters_pb2.GetClusterRequest(name=name))] if name else
              list(client.call(client.clusters.ListClusters, clusters_pb2.ListClustersRequest()).clusters))
-    # TUNNEL and AGENTS (live agent certificates) until the fleet reports connected tunnels.
+    # a tunnel cluster's AGENTS: connected (the gateways' heartbeats) / enrolled (live certificates)
     live = agents.live_agents(client) if any(c.tunnel for c in items) else {}
-    return items, ["NAME", "ENDPOINT", "LABELS", "TUNNEL", "AGENTS", "REVISION"], \
+    return items, ["NAME", "ENDPOINT", "LABELS", "TUNNEL", "AGENTS", "TUNNELS", "LAST SEEN", "REVISION"], \
         lambda c: [c.name, c.endpoint or "<none>", output.labels_text(dict(c.labels)), "yes" if c.tunnel else "no",
-                   live.get(c.name, 0) if c.tunnel else "-", c.revision]
+                   *(agents.connectivity_cells(c, live.get(c.name, 0)) if c.tunnel else ["-", "-", "-"]), c.revision]
 
 
 def _get_roles(client: Client, name: str) -> tuple[list, list[str], Callable]:
@@ -198,7 +184,7 @@ def cmd_revoke(client: Client, ns: argparse.Namespace) -> int:
     try:
         applied = client.call(client.fleet.WaitForRevision,
                               fleet_pb2.WaitForRevisionRequest(revision=revoked.revision,
-                                                               timeout=_proto_duration(ns.timeout)),
+                                                               timeout=output.proto_duration(ns.timeout)),
                               timeout=ns.timeout.total_seconds() + WAIT_MARGIN)
     except grpc.RpcError as exc:
         print(f"apctl: revoked {what} at revision {revoked.revision}, but {_error_line(exc)}", file=sys.stderr)
@@ -213,7 +199,7 @@ def cmd_kubeconfig(client: Client, ns: argparse.Namespace) -> int:
     request = kubeconfigs_pb2.IssueKubeconfigRequest(user=ns.user, groups=ns.group, cluster=ns.cluster,
                                                      session=ns.session)
     if ns.ttl is not None:
-        request.ttl.CopyFrom(_proto_duration(ns.ttl))
+        request.ttl.CopyFrom(output.proto_duration(ns.ttl))
     issued = client.call(client.kubeconfigs.IssueKubeconfig, request)
     sys.stdout.write(issued.kubeconfig)   # holds the private key: stdout only, for the caller's file
     cert = issued.certificate
@@ -289,12 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="user or group name, certificate serial (hex), token id, session id")
     p.add_argument("--reason", default="")
     p.add_argument("--wait", action="store_true", help="return when every live gateway applied the revocation")
-    p.add_argument("--timeout", type=_duration, default=datetime.timedelta(seconds=30), help="for --wait (30s)")
+    p.add_argument("--timeout", type=output.duration_arg, default=datetime.timedelta(seconds=30), help="for --wait (30s)")
     p = command("kubeconfig", cmd_kubeconfig, "issue a short-lived client-certificate kubeconfig (to stdout)")
     p.add_argument("user")
     p.add_argument("--cluster", required=True)
     p.add_argument("--group", action="append", default=[], help="repeat for several groups")
-    p.add_argument("--ttl", type=_duration, help="certificate lifetime, e.g. 8h (default: the control plane's)")
+    p.add_argument("--ttl", type=output.duration_arg, help="certificate lifetime, e.g. 8h (default: the control plane's)")
     p.add_argument("--session", default="", help="honour it only while this console session of the user is active")
     p = command("audit", cmd_audit, "query the gateways' audit events, newest first")
     for name in ("user", "cluster", "verb"):
@@ -305,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     output_flag(p)
     policy.add_commands(sub)
-    agents.add_commands(sub, _duration)
+    agents.add_commands(sub)
     return parser
 
 

@@ -1,6 +1,7 @@
 """What apctl prints: kubectl-like tables, `-o json|yaml` documents, durations and ages."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import re
@@ -9,6 +10,7 @@ from typing import Any, Iterable
 
 import yaml
 from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -28,6 +30,20 @@ def parse_duration(text: str) -> datetime.timedelta:
     if not text or position != len(text):
         raise ValueError(f"{text!r} is not a duration like 90s, 30m, 8h or 1h30m")
     return datetime.timedelta(seconds=seconds)
+
+
+def duration_arg(text: str) -> datetime.timedelta:
+    """parse_duration as an argparse `type`: a bad value is a usage error naming it."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def proto_duration(delta: datetime.timedelta) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(delta)
+    return duration
 
 
 def age(stamp: Timestamp, now: datetime.datetime | None = None) -> str:

@@ -5,29 +5,14 @@ settings. Who acts is whoever apctl's token belongs to: a person's own gateway t
 from __future__ import annotations
 
 import argparse
-import datetime
 from typing import Any
 
 import yaml
 from google.protobuf import json_format
-from google.protobuf.duration_pb2 import Duration
 
 from ..api.v1 import access_pb2, sessions_pb2, settings_pb2
 from . import output
 from .connection import Client, UsageError
-
-
-def _duration_arg(text: str) -> datetime.timedelta:
-    try:
-        return output.parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _proto_duration(delta: datetime.timedelta) -> Duration:
-    duration = Duration()
-    duration.FromTimedelta(delta)
-    return duration
 
 
 def _show(message: Any, kind: str, fmt: str, line: str) -> int:
@@ -47,7 +32,7 @@ def _window(start, end) -> str:
 
 def cmd_access_request(client: Client, ns: argparse.Namespace) -> int:
     created = client.call(client.access.CreateAccessRequest, access_pb2.CreateAccessRequestRequest(
-        role=ns.role, cluster=ns.cluster, duration=_proto_duration(ns.duration), reason=ns.reason))
+        role=ns.role, cluster=ns.cluster, duration=output.proto_duration(ns.duration), reason=ns.reason))
     return _show(created, "AccessRequest", ns.output,
                  f'access request {created.id} for role "{created.role}" on cluster "{created.cluster}" is pending')
 
@@ -85,7 +70,7 @@ def cmd_access_list(client: Client, ns: argparse.Namespace) -> int:
 def cmd_breakglass_activate(client: Client, ns: argparse.Namespace) -> int:
     request = access_pb2.ActivateBreakGlassRequest(cluster=ns.cluster, reason=ns.reason)
     if ns.duration is not None:
-        request.duration.CopyFrom(_proto_duration(ns.duration))
+        request.duration.CopyFrom(output.proto_duration(ns.duration))
     binding = client.call(client.access.ActivateBreakGlass, request)
     return _show(binding, "Binding", ns.output,
                  f'break-glass {binding.grant.id}: role "{binding.role}" on "{binding.clusters.names[0]}" from '
@@ -186,7 +171,7 @@ def add_commands(sub: Any) -> None:
     p = action(access, "request", cmd_access_request, "ask for ROLE on a cluster (as apctl's token's person)")
     p.add_argument("role")
     p.add_argument("--cluster", required=True)
-    p.add_argument("--duration", type=_duration_arg, required=True, help="e.g. 2h")
+    p.add_argument("--duration", type=output.duration_arg, required=True, help="e.g. 2h")
     p.add_argument("--reason", required=True)
     for name, run in (("approve", cmd_access_approve), ("deny", cmd_access_deny)):
         p = action(access, name, run, f"{name} a pending request (members of the approver group)")
@@ -201,7 +186,7 @@ def add_commands(sub: Any) -> None:
                "take the break-glass role on a cluster now, for a capped time; raises an alert")
     p.add_argument("--cluster", required=True)
     p.add_argument("--reason", required=True)
-    p.add_argument("--duration", type=_duration_arg, help="default: the policy's maximum")
+    p.add_argument("--duration", type=output.duration_arg, help="default: the policy's maximum")
 
     session = group("session", "console sessions (the portal's): create, touch, logout, list")
     p = action(session, "create", cmd_session_create, "start a console session for USER")

@@ -7,7 +7,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..errors import InvalidArgument
-from ..fleet import GatewayStatus
+from ..fleet import Connectivity, GatewayStatus
 from ..model import (AccessRequest, AgentCertificate, Binding, BootstrapToken, BreakGlassPolicy, Certificate, Cluster,
                      ClusterSelector, Conditions, Credential, EventQuery, GatewayEvent, MatchExpression, Refusal,
                      Revocation, Role, Rule, Schedule, ServiceIdentity, Session, Settings, Subject, Token, utc_text,
@@ -145,6 +145,14 @@ def gateway_to_proto(g: GatewayStatus) -> fleet_pb2.Gateway:
     return fleet_pb2.Gateway(id=g.id, hostname=g.hostname, pid=g.pid, version=g.version, revision=g.revision,
                              applied_at=_time_to_proto(g.applied_at), started_at=_time_to_proto(g.started_at),
                              heartbeat_at=_time_to_proto(g.heartbeat_at))
+
+
+def connectivity_to_proto(c: Connectivity | None) -> clusters_pb2.TunnelConnectivity:
+    """None: no live gateway has seen the cluster's agents."""
+    if c is None:
+        return clusters_pb2.TunnelConnectivity()
+    return clusters_pb2.TunnelConnectivity(agents=c.agents, tunnels=c.tunnels, gateways=c.gateways,
+                                           last_seen=_time_to_proto(c.last_seen))
 
 
 def event_query_from_proto(msg: audit_pb2.QueryAuditRequest, default_limit: int) -> EventQuery:

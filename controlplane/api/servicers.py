@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass, replace
 
@@ -16,8 +17,8 @@ from .. import validation
 from ..agentca import AgentAuthority, bootstrap_ttl, new_bootstrap_token
 from ..authority import ClientAuthority
 from ..distribution import Distributor
-from ..errors import InvalidArgument
-from ..fleet import Fleet
+from ..errors import InvalidArgument, Unavailable
+from ..fleet import Fleet, connectivity
 from ..model import Revocation, Token
 from ..store import Store, tables
 from . import convert
@@ -31,6 +32,8 @@ DEFAULT_WAIT = datetime.timedelta(seconds=30)
 # A wait holds one of the server's worker threads: keep it bounded.
 MAX_WAIT = datetime.timedelta(minutes=5)
 DEFAULT_AUDIT_LIMIT = 100
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,26 @@ class ClusterServicer(_Servicer, clusters_pb2_grpc.ClusterServiceServicer):
         return clusters_pb2.DeregisterClusterResponse(revision=revision)
 
     def GetCluster(self, request, context):
-        return convert.cluster_to_proto(self._store.get(tables.CLUSTERS, request.name))
+        return self._with_connectivity([self._store.get(tables.CLUSTERS, request.name)])[0]
 
     def ListClusters(self, request, context):
-        return clusters_pb2.ListClustersResponse(
-            clusters=[convert.cluster_to_proto(c) for c in self._store.list(tables.CLUSTERS)])
+        return clusters_pb2.ListClustersResponse(clusters=self._with_connectivity(self._store.list(tables.CLUSTERS)))
+
+    def _with_connectivity(self, clusters) -> list[clusters_pb2.Cluster]:
+        """The clusters, tunnel clusters with their connectivity from the gateways' heartbeats."""
+        answers = [convert.cluster_to_proto(c) for c in clusters]
+        if not any(c.tunnel for c in clusters):
+            return answers
+        try:
+            seen = connectivity(self._fleet.gateways())
+        except Unavailable as exc:     # status only: the clusters still list without Redis
+            log.warning("cluster connectivity unknown: %s", exc)
+            return answers
+        for answer in answers:
+            if answer.tunnel:
+                answer.connectivity.SetInParent()      # present even when nothing was seen: zero agents
+                answer.connectivity.MergeFrom(convert.connectivity_to_proto(seen.get(answer.name)))
+        return answers
 
 
 class RoleServicer(_Servicer, roles_pb2_grpc.RoleServiceServicer):

@@ -15,6 +15,10 @@ no answer within --tunnel-ping-timeout and the tunnel is dropped, failing its st
 High availability (membership.py): the `OK` line names this replica and worker, so that an agent
 keeps one tunnel per worker; every tunnel is sent the gateway fleet's member list when it opens
 and whenever the list changes. Accepts and refusals are audited (the audit spool) and counted.
+
+Revocation: on every snapshot swap (a full snapshot or a revocation delta) the listener closes
+the tunnels whose certificate the new snapshot no longer allows for their cluster (dropped from
+`agent_identities`, its serial revoked, the cluster gone), and audits each closure.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from native.httpparse import HttpParseError, parse_response_head
 from .. import headers as hdrs
 from ..flow import ConnectionGone, transport_peer
 from ..heartbeat import rfc3339
+from ..identity import normalise_serial
 from ..upstream import ClusterTLS, UpstreamProtocolError, UpstreamUnavailable, parse_endpoint
 from ..upstream_h2 import CONNECTION_WINDOW, H2ResponseHead, H2UpstreamConnection, H2UpstreamStream
 from . import membership, protocol
@@ -123,11 +128,13 @@ class TunnelPipeWriter:
 # -- one tunnel -----------------------------------------------------------------------------------------
 
 class TunnelConnection(H2UpstreamConnection):
-    def __init__(self, registry: "TunnelRegistry", cluster: str, identities: frozenset[str], peer: str):
+    def __init__(self, registry: "TunnelRegistry", cluster: str, identities: frozenset[str], peer: str,
+                 serial: str = ""):
         super().__init__((cluster, 0), asyncio.get_running_loop(), registry)
         self.cluster = cluster
         self.identities = identities
         self.peer = peer
+        self.serial = serial          # the agent certificate's (hex), what a revocation names
         self._registry = registry
         self.keepalive = protocol.TunnelKeepalive(registry.ping_interval, registry.ping_timeout, math.inf,
                                                   time.monotonic(), on_rtt=registry.rtt_observer(cluster))
@@ -226,10 +233,11 @@ class TunnelConnection(H2UpstreamConnection):
             self.close()
 
     def _die(self, reason: str) -> None:
+        # the base class speaks of an API server; here the other end is the agent
+        reason = reason.replace("the API server", "the agent")
         if not self.closed:
             log.info("tunnel of cluster %s from %s closed: %s", self.cluster, self.peer, reason)
-        # the base class speaks of an API server; here the other end is the agent
-        super()._die(reason.replace("the API server", "the agent"))
+        super()._die(reason)
 
 
 # -- the registry -----------------------------------------------------------------------------------
@@ -251,9 +259,10 @@ class TunnelRegistry:
         self._seen: set[str] = set()
         # live tunnels per cluster, rebuilt whole on every change: the heartbeat thread reads it
         self.counts: dict[str, int] = {}
+        self.lost_at: dict[str, str] = {}
 
-    def attach(self, cluster: str, identities: frozenset[str], peer: str) -> TunnelConnection:
-        conn = TunnelConnection(self, cluster, identities, peer)
+    def attach(self, cluster: str, identities: frozenset[str], peer: str, serial: str = "") -> TunnelConnection:
+        conn = TunnelConnection(self, cluster, identities, peer, serial)
         self._tunnels.setdefault(cluster, []).append(conn)
         if self.metrics is not None:
             if cluster not in self._seen:
@@ -277,7 +286,13 @@ class TunnelRegistry:
 
     def _count(self) -> None:
         counts = {name: sum(c.ready for c in conns) for name, conns in self._tunnels.items()}
-        self.counts = {name: n for name, n in counts.items() if n}
+        counts = {name: n for name, n in counts.items() if n}
+        now = _iso_now()
+        # when this worker last held a tunnel of each cluster it no longer holds one of (for
+        # `apctl get clusters`' LAST SEEN); rebuilt whole, like `counts`, for the heartbeat thread
+        lost = {name: at for name, at in self.lost_at.items() if name not in counts}
+        lost.update((name, now) for name in self.counts if name not in counts)
+        self.counts, self.lost_at = counts, lost
 
     def set_members(self, members: list[membership.Member]) -> None:
         """The fleet changed: every tunnel's agent is told."""
@@ -293,6 +308,15 @@ class TunnelRegistry:
     def stream_opened(self, cluster: str) -> None:
         if self.metrics is not None:
             self.metrics.streams_total.labels(cluster=cluster).inc()
+
+    def close_disallowed(self, refused, on_closed) -> None:
+        """Close every tunnel for which `refused(conn)` gives a HelloError; `on_closed(conn, it)` first."""
+        for conn in self._all():
+            problem = refused(conn)
+            if problem is not None and not conn.closed:
+                log.warning("tunnel of cluster %s from %s closed: %s", conn.cluster, conn.peer, problem.reason)
+                on_closed(conn, problem)
+                conn.close()
 
     def tunnels(self, cluster: str | None = None) -> list[TunnelConnection]:
         """The usable tunnels (of `cluster`)."""
@@ -383,12 +407,14 @@ class _Handshake(asyncio.Protocol):
         self._done = False
         self._peer = ""
         self._identities: frozenset[str] = frozenset()
+        self._serial = ""
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         client, cert = transport_peer(transport)
         self._peer = f"{client[0]}:{client[1]}"
         self._identities = certificate_identities(cert) if cert is not None else frozenset()
+        self._serial = format(cert.serial_number, "x") if cert is not None else ""
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != protocol.ALPN:
             self._refuse(protocol.HelloError(f"ALPN {protocol.ALPN} was not negotiated", "alpn"))
@@ -406,14 +432,14 @@ class _Handshake(asyncio.Protocol):
                 return
             line, rest = got
             cluster = protocol.parse_greeting(line)
-            self._listener.admit(cluster, self._identities)
+            self._listener.admit(cluster, self._identities, self._serial)
         except protocol.HelloError as exc:
             self._refuse(exc, cluster)
             return
         self._finish()
         listener = self._listener
         self._transport.write(protocol.accept(listener.gateway_id, listener.worker, listener.workers))
-        conn = listener.registry.attach(cluster, self._identities, self._peer)
+        conn = listener.registry.attach(cluster, self._identities, self._peer, self._serial)
         log.info("tunnel of cluster %s from %s (%s) connected", cluster, self._peer,
                  ", ".join(sorted(i for i in self._identities if i.startswith(CN_PREFIX))) or "no CN")
         listener.audit_hello(self._peer, self._identities, cluster, None)
@@ -456,34 +482,60 @@ class TunnelListener:
         self.workers = workers
         self._audit = audit
         self._server: asyncio.AbstractServer | None = None
+        self._revoked: tuple[object, frozenset[str]] = (None, frozenset())
 
-    def admit(self, cluster_name: str, identities: frozenset[str]) -> None:
+    def admit(self, cluster_name: str, identities: frozenset[str], serial: str = "") -> None:
         """HelloError unless the current snapshot lets this certificate serve `cluster_name`."""
-        snapshot = self.holder.current
+        problem = self._refusal(self.holder.current, cluster_name, identities, serial)
+        if problem is not None:
+            raise problem
+
+    def enforce(self, snapshot) -> None:
+        """On every snapshot swap: close (and audit) the tunnels it no longer allows."""
+        self.registry.close_disallowed(
+            lambda conn: self._refusal(snapshot, conn.cluster, conn.identities, conn.serial),
+            lambda conn, problem: self.audit_hello(conn.peer, conn.identities, conn.cluster, problem, closed=True))
+
+    def _refusal(self, snapshot, cluster_name: str, identities: frozenset[str],
+                 serial: str) -> protocol.HelloError | None:
+        """Why `snapshot` does not let this certificate serve `cluster_name`, or None when it does."""
         if snapshot is None:
-            raise protocol.HelloError("the gateway has no policy snapshot loaded yet", "no_snapshot")
+            return protocol.HelloError("the gateway has no policy snapshot loaded yet", "no_snapshot")
         cluster = snapshot.clusters.get(cluster_name)
         if cluster is None or not cluster.tunnel:
-            raise protocol.HelloError(f'cluster "{cluster_name}" is not a tunnel cluster here', "not_tunnel_cluster")
+            return protocol.HelloError(f'cluster "{cluster_name}" is not a tunnel cluster here',
+                                       "not_tunnel_cluster")
+        # a revocation delta names the serial before the next full snapshot drops the key
+        if serial and serial in self._revoked_serials(snapshot):
+            return protocol.HelloError(f"this certificate (serial {serial}) has been revoked", "revoked")
         if not allowed(identities, cluster.agent_identities):
-            raise protocol.HelloError(f'this certificate is not allowed to serve cluster "{cluster_name}"',
-                                      "not_allowed")
+            return protocol.HelloError(f'this certificate is not allowed to serve cluster "{cluster_name}"',
+                                       "not_allowed")
+        return None
+
+    def _revoked_serials(self, snapshot) -> frozenset[str]:
+        """The snapshot's revoked certificate serials, normalised; computed once per snapshot."""
+        if self._revoked[0] is not snapshot:
+            serials = snapshot.data.get("revocations", {}).get("cert_serials", ())
+            self._revoked = (snapshot, frozenset(normalise_serial(s) for s in serials))
+        return self._revoked[1]
 
     def audit_hello(self, peer: str, identities: frozenset[str], cluster: str,
-                    refused: protocol.HelloError | None) -> None:
-        """One audit event per tunnel accepted or refused (and the refusal counted)."""
+                    refused: protocol.HelloError | None, closed: bool = False) -> None:
+        """One audit event per tunnel accepted, refused or closed by policy (refusals counted)."""
         metrics = self.registry.metrics
-        if refused is not None and metrics is not None:
+        if refused is not None and metrics is not None and not closed:
             metrics.refused_total.labels(reason=refused.code).inc()
         if self._audit is None:
             return
         cns = sorted(i[len(CN_PREFIX):] for i in identities if i.startswith(CN_PREFIX))
+        reason = "the agent may serve the cluster" if refused is None else \
+            f"open tunnel closed: {refused.reason}" if closed else refused.reason
         event = {"time": _iso_now(), "id": "tunnel-" + uuid.uuid4().hex, "kind": "tunnel", "verb": "tunnel",
                  "user": cns[0] if cns else "", "groups": [], "component": "agent", "method": "certificate",
                  "client": peer.rpartition(":")[0], "cluster": cluster,
-                 "decision": "deny" if refused is not None else "allow",
-                 "reason": refused.reason if refused is not None else "the agent may serve the cluster",
-                 "refusal": refused.code if refused is not None else "",
+                 "decision": "deny" if refused is not None else "allow", "reason": reason,
+                 "refusal": refused.code if refused is not None else "", "closed": closed,
                  "agent_identities": sorted(identities), "gateway": self.gateway_id, "worker": self.worker}
         try:
             self._audit(event)
@@ -491,6 +543,7 @@ class TunnelListener:
             log.exception("audit spool append failed for a tunnel event")
 
     async def start(self, host: str, port: int) -> None:
+        self.holder.subscribe(self.enforce)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Handshake(self), host, port, ssl=self.ssl_context,
                                                 reuse_address=True, reuse_port=True,
@@ -517,7 +570,8 @@ def follow_fleet(heartbeat, registry: TunnelRegistry, me: membership.Member, wor
                  interval: float = membership.REFRESH_INTERVAL):
     """Report this worker's tunnels in its heartbeat, and keep the registry's member list (what
     agents are told) in step with the fleet; returns the started FleetWatcher."""
-    heartbeat.extra = lambda: {"tunnel": {**me.to_json(), "worker": worker, "clusters": registry.counts}}
+    heartbeat.extra = lambda: {"tunnel": {**me.to_json(), "worker": worker, "clusters": registry.counts,
+                                          "lost_at": registry.lost_at}}
     watcher = membership.FleetWatcher(client, me, registry.set_members, interval)
     registry.members = watcher.members
     watcher.start()

@@ -422,10 +422,11 @@ def test_apctl_registers_bootstraps_and_shows_agents(apctl, channel, tmp_path):
     assert code == 0 and spare.startswith("apb_") and spare != secret
 
     code, out, _ = apctl("get", "clusters")
-    assert out.splitlines()[1].split() == ["edge-1", "<none>", "env=edge", "yes", "0", "1"]
+    # AGENTS connected/enrolled, TUNNELS, LAST SEEN: no gateway has seen an agent of it
+    assert out.splitlines()[1].split() == ["edge-1", "<none>", "env=edge", "yes", "0/0", "0", "<none>", "1"]
     enrolled = enrollment.enroll(_agents(channel), "edge-1", secret, tmp_path / "agent")
     code, out, _ = apctl("get", "clusters")
-    assert out.splitlines()[1].split()[3:5] == ["yes", "1"]
+    assert out.splitlines()[1].split()[3:5] == ["yes", "0/1"]
     code, out, _ = apctl("get", "agents", "edge-1")
     assert code == 0 and out.splitlines()[1].split()[:2] == [enrolled.serial, "edge-1"]
     assert out.splitlines()[1].split()[4] == "live"
@@ -433,7 +434,7 @@ def test_apctl_registers_bootstraps_and_shows_agents(apctl, channel, tmp_path):
     code, _, err = apctl("revoke", "cert", enrolled.serial)
     assert code == 0
     code, out, _ = apctl("get", "clusters")
-    assert out.splitlines()[1].split()[3:5] == ["yes", "0"]
+    assert out.splitlines()[1].split()[3:5] == ["yes", "0/0"]
     _refusal(lambda: enrollment.renew(_agents(channel), tmp_path / "agent"))
     code, out, _ = apctl("get", "refusals", "-o", "json")
     [refusal] = json.loads(out)["items"]

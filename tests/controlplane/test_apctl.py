@@ -82,8 +82,9 @@ def test_get_as_table_json_and_yaml(apctl, tmp_path):
     code, out, _ = apctl("get", "clusters")
     assert code == 0
     header, row = out.splitlines()
-    assert header.split() == ["NAME", "ENDPOINT", "LABELS", "TUNNEL", "AGENTS", "REVISION"]
-    assert row.split() == ["sandbox", "https://127.0.0.1:6443", "env=dev,region=eu", "no", "-", "1"]
+    assert header.split() == ["NAME", "ENDPOINT", "LABELS", "TUNNEL", "AGENTS", "TUNNELS", "LAST", "SEEN",
+                              "REVISION"]
+    assert row.split() == ["sandbox", "https://127.0.0.1:6443", "env=dev,region=eu", "no", "-", "-", "-", "1"]
 
     code, out, _ = apctl("get", "bindings", "-o", "json")
     listed = json.loads(out)

@@ -127,3 +127,34 @@ def test_fleet_api(channel, plane, redis_url, heartbeats):
             fleet.WaitForRevision(fleet_pb2.WaitForRevisionRequest(revision=registered.revision + 1), metadata=READER)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details() == f"revision: must be 0-{registered.revision} (the store's revision)"
+
+
+def test_tunnel_cluster_connectivity_from_heartbeats(channel, plane, heartbeats):
+    clusters = clusters_pb2_grpc.ClusterServiceStub(channel)
+    for name in ("edge", "quiet", "gone"):
+        clusters.RegisterCluster(clusters_pb2.RegisterClusterRequest(
+            cluster=clusters_pb2.Cluster(name=name, tunnel=True)), metadata=ADMIN)
+    clusters.RegisterCluster(clusters_pb2.RegisterClusterRequest(cluster=a_cluster("direct")), metadata=ADMIN)
+
+    def worker(gateway_id: str, replica: str, tunnels: dict, lost_at: dict) -> None:
+        heartbeat = heartbeats(gateway_id)
+        heartbeat.extra = lambda: {"tunnel": {"gateway": replica, "worker": 0, "workers": 2, "address": None,
+                                              "clusters": tunnels, "lost_at": lost_at}}
+        heartbeat.beat()
+
+    # two agents of "edge": both on each worker of gw-a, one on gw-b (its other tunnel is lost)
+    worker("gw-a-0", "gw-a", {"edge": 2}, {"gone": "2030-01-01T00:00:01.000Z"})
+    worker("gw-a-1", "gw-a", {"edge": 2}, {"gone": "2030-01-01T00:00:03.000Z"})
+    worker("gw-b-0", "gw-b", {"edge": 1}, {})
+    listed = {c.name: c for c in clusters.ListClusters(clusters_pb2.ListClustersRequest(), metadata=READER).clusters}
+    edge = listed["edge"].connectivity
+    assert (edge.agents, edge.tunnels, edge.gateways) == (2, 5, 2)
+    assert edge.last_seen.ToDatetime().year >= 2024           # the newest heartbeat that reported it
+    gone = listed["gone"].connectivity                          # no tunnel now: when the last one closed
+    assert (gone.agents, gone.tunnels, gone.gateways, gone.last_seen.ToJsonString()) == (
+        0, 0, 0, "2030-01-01T00:00:03Z")
+    quiet = listed["quiet"]
+    assert quiet.HasField("connectivity") and not quiet.connectivity.HasField("last_seen")
+    assert not listed["direct"].HasField("connectivity")
+    one = clusters.GetCluster(clusters_pb2.GetClusterRequest(name="edge"), metadata=READER)
+    assert one.connectivity == edge

@@ -62,6 +62,32 @@ def test_up_serves_kubectl_and_stops_everything_on_ctrl_c(tmp_path):
     assert after.run("get", "pods", "--request-timeout=3s").returncode != 0
 
 
+def test_up_tunnel_serves_the_sandbox_through_an_enrolled_agent(tmp_path):
+    """`accesspoint up --tunnel`: the sandbox is a tunnel cluster, served by an agent that enrolled
+    with its bootstrap token; the gateway holds neither its address nor its credential."""
+    state_dir = tmp_path / "state"
+    up = Streaming(subprocess.Popen(
+        [sys.executable, "-m", "dataplane.cli", "up", "--tunnel", "--state-dir", str(state_dir),
+         "--port", str(free_port()), "--admin-port", str(free_port()), "--api-port", str(free_port()),
+         "--tunnel-port", str(free_port())],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+        up.expect("AccessPoint is up: .*through the agent's reverse tunnel", timeout=90)
+        admin = Kubectl(state_dir / "kubeconfig", tmp_path / "cache-admin")
+        assert "web-0" in admin.ok("get", "pods")
+        assert not (state_dir / "secrets" / "sandbox.token").exists()      # the agent holds the credential
+        listed = apctl(state_dir, "get", "cluster", "sandbox", "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        cluster = json.loads(listed.stdout)
+        assert cluster["tunnel"] and "endpoint" not in cluster and "connectivity" in cluster
+        agents = apctl(state_dir, "get", "agents", "sandbox", "-o", "json")
+        assert [a["live"] for a in json.loads(agents.stdout)["items"]] == [True]
+    finally:
+        up.process.send_signal(signal.SIGINT)
+        assert up.wait_exit(timeout=60) == 0
+        up.stop()
+
+
 def test_cluster_from_kubeconfig_reads_token_and_certificate_users(tmp_path):
     ca = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     token_config = tmp_path / "token.kubeconfig"

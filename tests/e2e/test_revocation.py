@@ -11,6 +11,7 @@ from controlplane.api.v1 import audit_pb2
 from tests.e2e.topology import WAIT, eventually, fleet
 
 SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+REASON = "session ended by AccessPoint: credentials revoked"
 
 
 def interactive(session, line: str) -> None:
@@ -43,6 +44,10 @@ def test_revoking_a_user_ends_their_sessions_on_every_gateway_and_refuses_the_ne
 
             for running in (*sessions, watch):
                 running.wait_exit(timeout=WAIT)    # ended by the gateways, not by the test
+            # both protocols: kubectl fails, saying why (over SPDY it used to exit 0 in silence)
+            for session in sessions:
+                assert session.process.returncode != 0
+                assert REASON in session.process.stderr.read().decode()
         finally:
             for running in (*sessions, watch):
                 running.stop()

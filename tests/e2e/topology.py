@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import yaml
 
 from controlplane.apctl.connection import Client, Settings, load_settings
-from dataplane import sandbox
+from dataplane import sandbox, signing
 from dataplane.up import (configure, controlplane_command, free_port, gateway_command, start_controlplane_process,
                           start_gateway, stop, write_admin_token)
 from tests.conftest import RedisServer
@@ -48,6 +48,7 @@ class Gateway:
     command: list[str]
     spool: Path
     process: subprocess.Popen | None = None
+    tunnel_port: int = 0          # where agents dial (fleet(tunnel=True)), 0: none
 
     @property
     def url(self) -> str:
@@ -104,18 +105,24 @@ class Fleet:
         cache.mkdir(parents=True, exist_ok=True)
         return Kubectl(kubeconfig, cache)
 
-    def kubeconfig(self, user: str, groups: list[str], gateway: Gateway | None = None) -> Path:
+    @property
+    def assertion_pub(self) -> Path:
+        """The gateway fleet's identity-assertion public key, an agent's --assertion-key (tunnel=True)."""
+        return self.state.root / "pki" / "tunnel-assertion.pub"
+
+    def kubeconfig(self, user: str, groups: list[str], gateway: Gateway | None = None,
+                   cluster: str = "sandbox") -> Path:
         """A client-certificate kubeconfig issued by the control plane (`apctl kubeconfig`),
-        pointing at `gateway` (default: the first)."""
-        argv = ["kubeconfig", user, "--cluster", "sandbox"]
+        pointing at `gateway` (default: the first) and `cluster`."""
+        argv = ["kubeconfig", user, "--cluster", cluster]
         for group in groups:
             argv += ["--group", group]
         issued = self.apctl(*argv)
         assert issued.returncode == 0, issued.stderr
         config = yaml.safe_load(issued.stdout)
         gateway = gateway or self.gateways[0]
-        config["clusters"][0]["cluster"]["server"] = f"{gateway.url}/clusters/sandbox"
-        path = self.state.root / f"{user}-{gateway.name}.kubeconfig"
+        config["clusters"][0]["cluster"]["server"] = f"{gateway.url}/clusters/{cluster}"
+        path = self.state.root / f"{user}-{gateway.name}-{cluster}.kubeconfig"
         sandbox.write_secret(path, yaml.safe_dump(config).encode())
         return path
 
@@ -128,28 +135,38 @@ class Fleet:
         return ids
 
 
-def _gateway(state: sandbox.StateLayout, name: str, redis_url: str) -> Gateway:
-    port, admin_port = free_port(), free_port()
+def _gateway(state: sandbox.StateLayout, name: str, redis_url: str, tunnel: bool) -> Gateway:
+    port, admin_port, tunnel_port = free_port(), free_port(), free_port() if tunnel else 0
     spool = state.root / f"gateway-{name}" / "audit.jsonl"
     spool.parent.mkdir(parents=True)
     command = [*gateway_command(state, "127.0.0.1", port, admin_port, 1, redis_url),
                # later flags win: each gateway keeps its own spool and disk copy, and says who it is
                "--audit-spool", str(spool), "--snapshot-cache", str(spool.parent / "snapshot.cache.json"),
                "--gateway-id", f"gw-{name}", "--drain-grace", "2"]
-    return Gateway(name, port, admin_port, command, spool)
+    if tunnel:   # agents' certificates come from the control plane's agent CA, made at its first start
+        command += ["--tunnel-port", str(tunnel_port), "--tunnel-advertise", f"127.0.0.1:{tunnel_port}",
+                    "--tunnel-client-ca", str(state.controlplane_dir / "agent-ca.crt"),
+                    "--tunnel-assertion-key", str(state.root / "pki" / "tunnel-assertion.key"),
+                    "--tunnel-ping-interval", "1", "--tunnel-ping-timeout", "2"]
+    return Gateway(name, port, admin_port, command, spool, tunnel_port=tunnel_port)
 
 
 @contextlib.contextmanager
 def fleet(root: Path, *, gateways: int = 1, replicas: int = 1, store: str | None = None,
-          with_cluster: bool = True) -> Iterator[Fleet]:
+          with_cluster: bool = True, tunnel: bool = False) -> Iterator[Fleet]:
     """Redis, the sandbox cluster (unless `with_cluster` is false: the policy then names a cluster
     nobody answers for), `replicas` control planes on `store` (default SQLite: one replica) and
-    `gateways` (at least one) gateway processes, configured through the API as `accesspoint up` does."""
+    `gateways` (at least one) gateway processes, configured through the API as `accesspoint up` does.
+    `tunnel`: the gateways also take agents' tunnels (trusting the control plane's agent CA)."""
     state = sandbox.StateLayout(root / "state")
     sandbox.prepare_pki(state)
+    if tunnel:
+        key = signing.generate_signing_key()
+        signing.write_private_key(key, state.root / "pki" / "tunnel-assertion.key")
+        signing.write_public_key(key.public_key(), state.root / "pki" / "tunnel-assertion.pub")
     redis = RedisServer(state.root)
     api_ports = [free_port() for _ in range(replicas)]
-    members = [_gateway(state, str(index), redis.url) for index in range(gateways)]
+    members = [_gateway(state, str(index), redis.url, tunnel) for index in range(gateways)]
     topology = Fleet(state, redis, api_ports, members, kubectl_caches=root / "kubectl")
     cluster_port = free_port()
     spec = sandbox.prepare_sandbox_cluster(state, f"https://127.0.0.1:{cluster_port}")

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from controlplane.api.v1 import agents_pb2 as controlplane_dot_api_dot_v1_dot_agents__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"controlplane/api/v1/clusters.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a controlplane/api/v1/agents.proto\"J\n\nCredential\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x10\n\x08\x63\x65rt_ref\x18\x03 \x01(\t\x12\x0f\n\x07key_ref\x18\x04 \x01(\t\"\xc1\x03\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x11\n\tca_bundle\x18\x03 \x01(\t\x12;\n\ncredential\x18\x04 \x01(\x0b\x32\'.accesspoint.controlplane.v1.Credential\x12@\n\x06labels\x18\x05 \x03(\x0b\x32\x30.accesspoint.controlplane.v1.Cluster.LabelsEntry\x12\x0e\n\x06tunnel\x18\x06 \x01(\x08\x12\x15\n\ridentity_mode\x18\x07 \x01(\t\x12\x1c\n\x0fkubectl_enabled\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08revision\x18\t \x01(\x03\x12\x11\n\tread_only\x18\n \x01(\x08\x12\x17\n\x0fupstream_groups\x18\x0b \x03(\t\x12>\n\tbootstrap\x18\x0c \x01(\x0b\x32+.accesspoint.controlplane.v1.BootstrapToken\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x12\n\x10_kubectl_enabled\"\x81\x01\n\x16RegisterClusterRequest\x12\x35\n\x07\x63luster\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Cluster\x12\x30\n\rbootstrap_ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"h\n\x14UpdateClusterRequest\x12\x35\n\x07\x63luster\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Cluster\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"C\n\x18\x44\x65registerClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"-\n\x19\x44\x65registerClusterResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"!\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListClustersRequest\"N\n\x14ListClustersResponse\x12\x36\n\x08\x63lusters\x18\x01 \x03(\x0b\x32$.accesspoint.controlplane.v1.Cluster2\xc6\x04\n\x0e\x43lusterService\x12l\n\x0fRegisterCluster\x12\x33.accesspoint.controlplane.v1.RegisterClusterRequest\x1a$.accesspoint.controlplane.v1.Cluster\x12h\n\rUpdateCluster\x12\x31.accesspoint.controlplane.v1.UpdateClusterRequest\x1a$.accesspoint.controlplane.v1.Cluster\x12\x82\x01\n\x11\x44\x65registerCluster\x12\x35.accesspoint.controlplane.v1.DeregisterClusterRequest\x1a\x36.accesspoint.controlplane.v1.DeregisterClusterResponse\x12\x62\n\nGetCluster\x12..accesspoint.controlplane.v1.GetClusterRequest\x1a$.accesspoint.controlplane.v1.Cluster\x12s\n\x0cListClusters\x12\x30.accesspoint.controlplane.v1.ListClustersRequest\x1a\x31.accesspoint.controlplane.v1.ListClustersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"controlplane/api/v1/clusters.proto\x12\x1b\x61\x63\x63\x65sspoint.controlplane.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a controlplane/api/v1/agents.proto\"J\n\nCredential\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x10\n\x08\x63\x65rt_ref\x18\x03 \x01(\t\x12\x0f\n\x07key_ref\x18\x04 \x01(\t\"\x88\x04\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x11\n\tca_bundle\x18\x03 \x01(\t\x12;\n\ncredential\x18\x04 \x01(\x0b\x32\'.accesspoint.controlplane.v1.Credential\x12@\n\x06labels\x18\x05 \x03(\x0b\x32\x30.accesspoint.controlplane.v1.Cluster.LabelsEntry\x12\x0e\n\x06tunnel\x18\x06 \x01(\x08\x12\x15\n\ridentity_mode\x18\x07 \x01(\t\x12\x1c\n\x0fkubectl_enabled\x18\x08 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08revision\x18\t \x01(\x03\x12\x11\n\tread_only\x18\n \x01(\x08\x12\x17\n\x0fupstream_groups\x18\x0b \x03(\t\x12>\n\tbootstrap\x18\x0c \x01(\x0b\x32+.accesspoint.controlplane.v1.BootstrapToken\x12\x45\n\x0c\x63onnectivity\x18\r \x01(\x0b\x32/.accesspoint.controlplane.v1.TunnelConnectivity\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x12\n\x10_kubectl_enabled\"v\n\x12TunnelConnectivity\x12\x0e\n\x06\x61gents\x18\x01 \x01(\x05\x12\x0f\n\x07tunnels\x18\x02 \x01(\x05\x12\x10\n\x08gateways\x18\x03 \x01(\x05\x12-\n\tlast_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x16RegisterClusterRequest\x12\x35\n\x07\x63luster\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Cluster\x12\x30\n\rbootstrap_ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"h\n\x14UpdateClusterRequest\x12\x35\n\x07\x63luster\x18\x01 \x01(\x0b\x32$.accesspoint.controlplane.v1.Cluster\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"C\n\x18\x44\x65registerClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x02 \x01(\x03\"-\n\x19\x44\x65registerClusterResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"!\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListClustersRequest\"N\n\x14ListClustersResponse\x12\x36\n\x08\x63lusters\x18\x01 \x03(\x0b\x32$.accesspoint.controlplane.v1.Cluster2\xc6\x04\n\x0e\x43lusterService\x12l\n\x0fRegisterCluster\x12\x33.accesspoint.controlplane.v1.RegisterClusterRequest\x1a$.accesspoint.controlplane.v1.Cluster\x12h\n\rUpdateCluster\x12\x31.accesspoint.controlplane.v1.UpdateClusterRequest\x1a$.accesspoint.controlplane.v1.Cluster\x12\x82\x01\n\x11\x44\x65registerCluster\x12\x35.accesspoint.controlplane.v1.DeregisterClusterRequest\x1a\x36.accesspoint.controlplane.v1.DeregisterClusterResponse\x12\x62\n\nGetCluster\x12..accesspoint.controlplane.v1.GetClusterRequest\x1a$.accesspoint.controlplane.v1.Cluster\x12s\n\x0cListClusters\x12\x30.accesspoint.controlplane.v1.ListClustersRequest\x1a\x31.accesspoint.controlplane.v1.ListClustersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,26 +36,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLUSTER_LABELSENTRY']._loaded_options = None
   _globals['_CLUSTER_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_CREDENTIAL']._serialized_start=133
-  _globals['_CREDENTIAL']._serialized_end=207
-  _globals['_CLUSTER']._serialized_start=210
-  _globals['_CLUSTER']._serialized_end=659
-  _globals['_CLUSTER_LABELSENTRY']._serialized_start=594
-  _globals['_CLUSTER_LABELSENTRY']._serialized_end=639
-  _globals['_REGISTERCLUSTERREQUEST']._serialized_start=662
-  _globals['_REGISTERCLUSTERREQUEST']._serialized_end=791
-  _globals['_UPDATECLUSTERREQUEST']._serialized_start=793
-  _globals['_UPDATECLUSTERREQUEST']._serialized_end=897
-  _globals['_DEREGISTERCLUSTERREQUEST']._serialized_start=899
-  _globals['_DEREGISTERCLUSTERREQUEST']._serialized_end=966
-  _globals['_DEREGISTERCLUSTERRESPONSE']._serialized_start=968
-  _globals['_DEREGISTERCLUSTERRESPONSE']._serialized_end=1013
-  _globals['_GETCLUSTERREQUEST']._serialized_start=1015
-  _globals['_GETCLUSTERREQUEST']._serialized_end=1048
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1050
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1071
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1073
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1151
-  _globals['_CLUSTERSERVICE']._serialized_start=1154
-  _globals['_CLUSTERSERVICE']._serialized_end=1736
+  _globals['_CREDENTIAL']._serialized_start=166
+  _globals['_CREDENTIAL']._serialized_end=240
+  _globals['_CLUSTER']._serialized_start=243
+  _globals['_CLUSTER']._serialized_end=763
+  _globals['_CLUSTER_LABELSENTRY']._serialized_start=698
+  _globals['_CLUSTER_LABELSENTRY']._serialized_end=743
+  _globals['_TUNNELCONNECTIVITY']._serialized_start=765
+  _globals['_TUNNELCONNECTIVITY']._serialized_end=883
+  _globals['_REGISTERCLUSTERREQUEST']._serialized_start=886
+  _globals['_REGISTERCLUSTERREQUEST']._serialized_end=1015
+  _globals['_UPDATECLUSTERREQUEST']._serialized_start=1017
+  _globals['_UPDATECLUSTERREQUEST']._serialized_end=1121
+  _globals['_DEREGISTERCLUSTERREQUEST']._serialized_start=1123
+  _globals['_DEREGISTERCLUSTERREQUEST']._serialized_end=1190
+  _globals['_DEREGISTERCLUSTERRESPONSE']._serialized_start=1192
+  _globals['_DEREGISTERCLUSTERRESPONSE']._serialized_end=1237
+  _globals['_GETCLUSTERREQUEST']._serialized_start=1239
+  _globals['_GETCLUSTERREQUEST']._serialized_end=1272
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1274
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1295
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1297
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1375
+  _globals['_CLUSTERSERVICE']._serialized_start=1378
+  _globals['_CLUSTERSERVICE']._serialized_end=1960
 # @@protoc_insertion_point(module_scope)

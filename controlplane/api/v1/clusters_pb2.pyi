@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from controlplane.api.v1 import agents_pb2 as _agents_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -23,7 +24,7 @@ class Credential(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., ref: _Optional[str] = ..., cert_ref: _Optional[str] = ..., key_ref: _Optional[str] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("name", "endpoint", "ca_bundle", "credential", "labels", "tunnel", "identity_mode", "kubectl_enabled", "revision", "read_only", "upstream_groups", "bootstrap")
+    __slots__ = ("name", "endpoint", "ca_bundle", "credential", "labels", "tunnel", "identity_mode", "kubectl_enabled", "revision", "read_only", "upstream_groups", "bootstrap", "connectivity")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +44,7 @@ class Cluster(_message.Message):
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_GROUPS_FIELD_NUMBER: _ClassVar[int]
     BOOTSTRAP_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIVITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     endpoint: str
     ca_bundle: str
@@ -55,7 +57,20 @@ class Cluster(_message.Message):
     read_only: bool
     upstream_groups: _containers.RepeatedScalarFieldContainer[str]
     bootstrap: _agents_pb2.BootstrapToken
-    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., ca_bundle: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., tunnel: _Optional[bool] = ..., identity_mode: _Optional[str] = ..., kubectl_enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., read_only: _Optional[bool] = ..., upstream_groups: _Optional[_Iterable[str]] = ..., bootstrap: _Optional[_Union[_agents_pb2.BootstrapToken, _Mapping]] = ...) -> None: ...
+    connectivity: TunnelConnectivity
+    def __init__(self, name: _Optional[str] = ..., endpoint: _Optional[str] = ..., ca_bundle: _Optional[str] = ..., credential: _Optional[_Union[Credential, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., tunnel: _Optional[bool] = ..., identity_mode: _Optional[str] = ..., kubectl_enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., read_only: _Optional[bool] = ..., upstream_groups: _Optional[_Iterable[str]] = ..., bootstrap: _Optional[_Union[_agents_pb2.BootstrapToken, _Mapping]] = ..., connectivity: _Optional[_Union[TunnelConnectivity, _Mapping]] = ...) -> None: ...
+
+class TunnelConnectivity(_message.Message):
+    __slots__ = ("agents", "tunnels", "gateways", "last_seen")
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    TUNNELS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    agents: int
+    tunnels: int
+    gateways: int
+    last_seen: _timestamp_pb2.Timestamp
+    def __init__(self, agents: _Optional[int] = ..., tunnels: _Optional[int] = ..., gateways: _Optional[int] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RegisterClusterRequest(_message.Message):
     __slots__ = ("cluster", "bootstrap_ttl")

@@ -114,3 +114,11 @@ def test_read_events_rejects_a_torn_line(tmp_path):
     (tmp_path / "audit.log").write_text('{"id":"a"}\n' + json.dumps([1]) + "\n")
     with pytest.raises(ValueError, match="not a JSON object"):
         read_events(tmp_path / "audit.log")
+
+
+def test_values_orjson_refuses_but_json_accepts_are_still_written(tmp_path):
+    spool = AuditSpool(tmp_path / "audit.log")
+    spool.append({"id": "r", "counts": {7: "seven"}, "big": 2 ** 70, "text": "grüße ✓"})
+    spool.close()
+    assert read_events(tmp_path / "audit.log") == [
+        {"id": "r", "counts": {"7": "seven"}, "big": 2 ** 70, "text": "grüße ✓"}]

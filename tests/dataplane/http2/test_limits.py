@@ -119,3 +119,78 @@ def test_goaway_on_drain_lets_the_in_flight_stream_finish(tmp_path):
         finally:
             await env.close()
     run(body)
+
+
+class _RecordingTransport:
+    """Just enough of an asyncio transport for H2Protocol; keeps every write."""
+
+    def __init__(self):
+        self.writes: list[bytes] = []
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_responses_answered_in_one_loop_turn_leave_in_one_write_and_large_data_at_once():
+    """Small responses of streams answered in the same turn of the event loop are batched into
+    one transport write (one TLS record, one syscall); DATA beyond DATA_FLUSH_AT is written
+    without waiting for the turn to end, so that the transport's buffer stays the backpressure
+    signal."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    from dataplane.http2 import DATA_FLUSH_AT, H2Protocol
+
+    big = b"x" * (DATA_FLUSH_AT + 1)
+
+    async def handler(request, response):
+        await response.start(200, [(b"content-type", b"text/plain")])
+        await response.write(big if request.target == "/big" else b"small")
+        await response.end()
+
+    async def body():
+        server = H2Protocol(handler)
+        transport = _RecordingTransport()
+        server.connection_made(transport)
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.increment_flow_control_window(2 * DATA_FLUSH_AT)
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 * DATA_FLUSH_AT})
+        server.data_received(client.data_to_send())
+        client.receive_data(b"".join(transport.writes))
+        for path in ("/a", "/b", "/c"):
+            client.send_headers(client.get_next_available_stream_id(),
+                                [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"gw"),
+                                 (b":path", path.encode())], end_stream=True)
+        transport.writes.clear()
+        server.data_received(client.data_to_send())
+        await asyncio.sleep(0)          # yield one loop turn: the handlers run, their flush is scheduled
+        await asyncio.sleep(0)          # and the next one: the scheduled flush ran
+        assert len(transport.writes) == 1, len(transport.writes)
+        ended = [e.stream_id for e in client.receive_data(transport.writes[0])
+                 if isinstance(e, h2.events.StreamEnded)]
+        assert ended == [1, 3, 5]
+
+        client.send_headers(7, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"gw"),
+                                (b":path", b"/big")], end_stream=True)
+        transport.writes.clear()
+        server.data_received(client.data_to_send())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        received = sum(len(e.data) for w in transport.writes for e in client.receive_data(w)
+                       if isinstance(e, h2.events.DataReceived))
+        assert received == len(big)
+        assert len(transport.writes) >= 2    # the first DATA_FLUSH_AT bytes did not wait for the turn
+        server.connection_lost(None)
+    run(body)

@@ -149,3 +149,34 @@ def test_upstream_connection_dying_mid_watch_ends_the_watch_cleanly(tmp_path, do
             await proxy.close()
             await fake.stop()
     run(body)
+
+
+def test_has_room_counts_streams_without_walking_h2s_stream_table(monkeypatch):
+    """The pool asks every connection of a cluster for room on each new stream: that must not
+    cost a walk over every open stream (h2's open_outbound_streams), except right at the limit."""
+    import h2.connection
+    import h2.settings
+
+    from dataplane.upstream_h2 import H2UpstreamConnection, NegotiatingPool
+
+    walks, h2_open = [], [0]
+    monkeypatch.setattr(h2.connection.H2Connection, "open_outbound_streams",
+                        property(lambda self: walks.append(1) or h2_open[0]))
+
+    async def body():
+        pool = NegotiatingPool(secrets_dir=None)
+        conn = H2UpstreamConnection(("alpha", 1), asyncio.get_running_loop(), pool)
+        conn.conn.remote_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 100})
+        conn.streams = {2 * i + 1: object() for i in range(50)}
+        assert conn.has_room and not walks
+        conn.streams = {2 * i + 1: object() for i in range(100)}
+        assert not conn.has_room and not walks          # at the limit: full, no walk either
+        conn.streams = {2 * i + 1: object() for i in range(95)}
+        h2_open[0] = 100                                 # near the limit, h2's exact count decides
+        assert not conn.has_room and len(walks) == 1
+        h2_open[0] = 95
+        assert conn.has_room and len(walks) == 2
+        conn.goaway = True
+        assert not conn.has_room
+    run(body)

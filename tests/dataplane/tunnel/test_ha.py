@@ -104,7 +104,7 @@ def test_gateways_publish_their_tunnels_in_heartbeats_and_read_the_fleet(tmp_pat
             await asyncio.to_thread(other.beat)
             written = json.loads(client.get("accesspoint:gateway:gw-a"))
             assert written["tunnel"] == {"gateway": "gw-a", "worker": 0, "workers": 1, "address": "10.0.0.1:8443",
-                                         "clusters": {"alpha": 1}}
+                                         "clusters": {"alpha": 1}, "lost_at": {}}
             assert written["id"] == "gw-a" and written["revision"] == -1     # the heartbeat's own fields stay
             fleet = await asyncio.to_thread(read_fleet, client)
             assert fleet == [Member("gw-a", 1, "10.0.0.1:8443"), Member("gw-b", 2, None)]
