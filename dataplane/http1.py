@@ -33,7 +33,9 @@ log = logging.getLogger("accesspoint.http1")
 
 HEAD, BODY, WAIT, UPGRADED, CLOSED = "head", "body", "wait", "upgraded", "closed"
 
-Handler = Callable[[Request, "Response"], Awaitable[None]]
+Handler = Callable[..., Awaitable[None]]     # (request, response[, prepared]); prepared: see `fast`
+# serves a request without a body or upgrade from callbacks, or hands it on with `spawn(prepared)`
+FastHandler = Callable[[Request, "Response", Callable[[object], None]], None]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -113,10 +115,17 @@ class Response:
         self._no_body = False
         self.keep_alive = True
         self._handler_task: asyncio.Task | None = None
+        self.on_abort: Callable[[], None] | None = None     # the fast path's, instead of a task
+        self.on_writable: Callable[[], None] | None = None  # the client's buffer drained again
         # the head waits for the first body bytes (or the end) to leave in the same write: one
         # TLS record and one syscall for a small response; it leaves on its own at the next
         # turn of the event loop when the body is not ready yet (a watch waiting for events)
         self._head: bytes | None = None
+
+    @property
+    def writes_paused(self) -> bool:
+        """The client's transport buffer is above its high-water mark (`on_writable` follows)."""
+        return self._protocol.flow.write_paused
 
     def cancel_on_abort(self, task: asyncio.Task) -> None:
         """Cancel `task` (the handler) when the client goes away; ConnectionGone if it has."""
@@ -130,8 +139,17 @@ class Response:
         task = self._handler_task
         if task is not None and not task.done():
             task.cancel()
+        if self.on_abort is not None:
+            self.on_abort()
 
     async def start(self, status_code: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.begin(status_code, headers)
+        self._protocol._loop.call_soon(self.flush_head)
+        await self._protocol.flow.drain()
+
+    def begin(self, status_code: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """`start` without waiting: the head waits for the first body bytes, `end_now` or
+        `flush_head`."""
         if self.started:
             raise RuntimeError("response already started")
         if self.aborted.is_set():
@@ -161,8 +179,6 @@ class Response:
         if not self.keep_alive:
             lines.append(b"connection: close")
         self._head = b"\r\n".join(lines) + b"\r\n\r\n"
-        proto._loop.call_soon(self.flush_head)
-        await proto.flow.drain()
 
     def flush_head(self) -> None:
         """Write the head now if it still waits for body bytes."""
@@ -171,6 +187,11 @@ class Response:
             self._protocol._write(head)
 
     async def write(self, data: bytes) -> None:
+        self.send(data)
+        await self._protocol.flow.drain()
+
+    def send(self, data: bytes) -> None:
+        """`write` without waiting for the client to take it (the caller watches `flow`)."""
         if not self.started:
             raise RuntimeError("response not started")
         if self.aborted.is_set():
@@ -185,9 +206,11 @@ class Response:
             self._protocol._write(head + data)
         else:
             self._protocol._write(data)
-        await self._protocol.flow.drain()
 
     async def end(self) -> None:
+        self.end_now()
+
+    def end_now(self) -> None:
         if self.finished:
             return
         if not self.started:
@@ -198,6 +221,12 @@ class Response:
             self._protocol._write(head + b"0\r\n\r\n" if head is not None else b"0\r\n\r\n")
         elif head is not None:
             self._protocol._write(head)
+
+    def exchange_done(self) -> None:
+        """The fast path is done with this request (ended or not): the connection goes on with
+        the next request, or closes, as after a handler task."""
+        self.on_abort = self.on_writable = None
+        self._protocol._finish(self, parse_later=True)
 
     async def upgrade(self, head: bytes) -> tuple[PipeReader, PipeWriter]:
         """Send the (upstream's) 101 head unchanged; the connection becomes a byte pipe. Bytes
@@ -224,8 +253,10 @@ class Response:
 class HTTP1Protocol(asyncio.Protocol):
     def __init__(self, handler: Handler, *, head_timeout: float = 10.0,
                  keepalive_timeout: float = 60.0, max_head: int = 65536, max_line: int = 8192,
-                 on_close: Callable[["HTTP1Protocol"], None] | None = None):
+                 on_close: Callable[["HTTP1Protocol"], None] | None = None,
+                 fast: FastHandler | None = None):
         self._handler = handler
+        self._fast = fast
         self._head_timeout = head_timeout
         self._keepalive_timeout = keepalive_timeout
         self._max_head = max_head
@@ -307,6 +338,9 @@ class HTTP1Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.flow.resume_writing()
+        response = self._response
+        if response is not None and response.on_writable is not None:
+            response.on_writable()
 
     # -- server control (drain) ------------------------------------------------------------------
     @property
@@ -435,7 +469,14 @@ class HTTP1Protocol(asyncio.Protocol):
             self._bound_buffer()
         else:
             self._feed_body()
-        self._task = self._loop.create_task(self._run(request, self._response))
+        if self._fast is not None and self._body_done and head.upgrade is None:
+            self._fast(request, self._response, self._spawn)
+        else:
+            self._spawn(None)
+
+    def _spawn(self, prepared) -> None:
+        """Serve the current request in a handler task (`prepared`: what the fast path decided)."""
+        self._task = self._loop.create_task(self._run(self._request, self._response, prepared))
 
     def _feed_body(self) -> None:
         if not self._buffer:
@@ -486,9 +527,12 @@ class HTTP1Protocol(asyncio.Protocol):
         self._write(head)
         return PipeReader(self._pipe), PipeWriter(self.transport, self.flow)
 
-    async def _run(self, request: Request, response: Response) -> None:
+    async def _run(self, request: Request, response: Response, prepared=None) -> None:
         try:
-            await self._handler(request, response)
+            if prepared is None:
+                await self._handler(request, response)
+            else:
+                await self._handler(request, response, prepared)
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:   # a bug in the handler: answer 500 if we still can
@@ -503,7 +547,7 @@ class HTTP1Protocol(asyncio.Protocol):
         finally:
             self._finish(response)
 
-    def _finish(self, response: Response) -> None:
+    def _finish(self, response: Response, parse_later: bool = False) -> None:
         self._task = None
         if self.phase == CLOSED:
             return
@@ -522,4 +566,11 @@ class HTTP1Protocol(asyncio.Protocol):
         self.flow.resume_reading()
         if self._buffer:
             self._arm_timer(self._head_timeout, "head")
+            if parse_later:    # from inside an upstream callback: the next request must not start there
+                self._loop.call_soon(self._parse_pending)
+            else:
+                self._parse_head()
+
+    def _parse_pending(self) -> None:
+        if self.phase == HEAD and self._buffer:
             self._parse_head()

@@ -22,6 +22,7 @@ from native.requestinfo import parse_request_info
 
 from . import headers as hdrs
 from . import routing, sessionend, status
+from .fastpath import FastExchange
 from .flow import ConnectionGone
 from .identity import AuthenticationError, Identity
 from .liveexchanges import LiveExchanges, Revoked
@@ -86,6 +87,10 @@ class _Context:
     bytes_out: int = 0
     revoked: str = ""          # why a revocation ended the stream or session
     upstream_groups: tuple[str, ...] = ()   # the caller's groups after group compaction
+    snapshot: Any = None       # the one snapshot the request reads, from its start
+    slot: Any = None           # a per-principal watch/session slot to give back (_take_slot)
+    decided: bool = False      # the fast path took the decision already: `refusal` or go on
+    refusal: StatusError | None = None
 
 
 def _request_id() -> str:
@@ -137,9 +142,13 @@ class Gateway:
         self.live = LiveExchanges(holder, metrics, self.oidc)
 
     # -- the chain ----------------------------------------------------------------------------------
-    async def handle(self, request: Request, response) -> None:
-        ctx = _Context(id=_request_id(), started=time.monotonic(), wall=time.time(), request=request)
-        self.metrics.requests_in_flight.inc()
+    async def handle(self, request: Request, response, prepared: _Context | None = None) -> None:
+        """Serve one request in the current task; `prepared`: the context the HTTP/1.1 fast path
+        (serve_fast) started and hands on."""
+        ctx = prepared
+        if ctx is None:
+            ctx = self._new_context(request)
+            self.metrics.requests_in_flight.inc()
         try:
             # the protocol cancels this task when the client goes away (connection lost, stream
             # reset), which ends the upstream side with it
@@ -156,30 +165,72 @@ class Gateway:
                     ctx.code = response.status or 499
                 self._audit(ctx, response)
 
+    @staticmethod
+    def _new_context(request: Request) -> _Context:
+        return _Context(id=_request_id(), started=time.monotonic(), wall=time.time(), request=request)
+
     async def _serve(self, ctx: _Context, request: Request, response) -> None:
         try:
-            snapshot = self.holder.current
-            if snapshot is None:
-                raise status.unavailable("the gateway has no policy snapshot loaded yet", retry_after=5)
+            if not ctx.decided:
+                try:
+                    self._decide_request(ctx, request)
+                except KeysPending as pending:     # an OIDC issuer's keys are on their way
+                    await pending.wait()
+                    self._decide_request(ctx, request, may_wait=False)
+            elif ctx.refusal is not None:
+                raise ctx.refusal
             try:
-                identity = self._authenticate(ctx, snapshot, request)
-            except KeysPending as pending:     # an OIDC issuer's keys are on their way
-                await pending.wait()
-                identity = self._authenticate(ctx, snapshot, request, may_wait=False)
-            route, cluster = self._route(ctx, snapshot, request)
-            info = self._attributes(ctx, request, route)
-            effective = self._impersonation(ctx, snapshot, identity, cluster, request)
-            self._decide(ctx, snapshot, effective, cluster, info)
-            slot = self._take_slot(ctx, snapshot, request, info)
-            try:
-                await self._forward(ctx, snapshot, request, response)
+                await self._forward(ctx, ctx.snapshot, request, response)
             finally:
-                if slot is not None:
-                    self.live.release_slot(slot)
+                if ctx.slot is not None:
+                    self.live.release_slot(ctx.slot)
         except StatusError as err:
             await self._answer_status(ctx, response, err)
 
-    def _authenticate(self, ctx: _Context, snapshot, request: Request, may_wait: bool = True) -> Identity:
+    def _decide_request(self, ctx: _Context, request: Request, may_wait: bool = True) -> None:
+        """authenticate → route → attributes → impersonation → decide → slot, on the snapshot of
+        the request's start: returns when the request may go upstream, else raises StatusError
+        (or KeysPending from authentication, before anything was counted)."""
+        if ctx.snapshot is None:
+            ctx.snapshot = self.holder.current
+            if ctx.snapshot is None:
+                raise status.unavailable("the gateway has no policy snapshot loaded yet", retry_after=5)
+        snapshot = ctx.snapshot
+        identity = self._authenticate(ctx, snapshot, request, may_wait)
+        route, cluster = self._route(ctx, snapshot, request)
+        info = self._attributes(ctx, request, route)
+        effective = self._impersonation(ctx, snapshot, identity, cluster, request)
+        self._decide(ctx, snapshot, effective, cluster, info)
+        ctx.slot = self._take_slot(ctx, snapshot, request, info)
+
+    def serve_fast(self, request: Request, response, spawn) -> None:
+        """The HTTP/1.1 fast path for a request without a body or upgrade (http1.FastHandler):
+        decide now; an allowed ordinary request (no watch or logs) that finds an idle pooled
+        upstream connection is relayed from the two connections' callbacks (fastpath.py), with
+        no task. Anything else goes on in a handler task, `spawn(ctx)`, the decision kept."""
+        ctx = self._new_context(request)
+        self.metrics.requests_in_flight.inc()
+        ctx.decided = True
+        try:
+            self._decide_request(ctx, request)
+        except KeysPending:
+            ctx.decided = False            # the task waits for the keys and decides again
+            return spawn(ctx)
+        except StatusError as err:
+            ctx.refusal = err
+            return spawn(ctx)
+        if ctx.slot is not None or self._stream_kind(ctx.info):
+            return spawn(ctx)              # long-lived: the task path's revocation and metrics
+        try:
+            tls = self.upstreams.cluster_tls(ctx.cluster, ctx.snapshot.revision)
+        except UpstreamUnavailable:
+            return spawn(ctx)              # the task path answers it
+        conn = self._idle_connection(ctx.cluster, ctx.snapshot.revision)
+        if conn is None:
+            return spawn(ctx)              # dialling needs a task
+        FastExchange(self, ctx, response, conn, spawn).start(*self._upstream_request(ctx, request, tls, tls.token))
+
+    def _authenticate(self, ctx: _Context, snapshot, request: Request, may_wait: bool) -> Identity:
         values = hdrs.header_values(request.headers, b"authorization")
         if len(values) > 1:
             raise status.bad_request("more than one Authorization header")
@@ -352,9 +403,7 @@ class Gateway:
                     raise status.bad_gateway(ctx.cluster.name, "101 Switching Protocols to a request without Upgrade")
                 await self._splice(ctx, snapshot, request, response, conn)
                 return
-            out_headers = hdrs.downstream_response_headers(head.headers)
-            out_headers.append((REQUEST_ID_HEADER, ctx.id.encode()))
-            await response.start(head.status, out_headers)
+            await response.start(head.status, self._response_headers(ctx, head))
             if stream_kind:
                 self.metrics.active_streams.labels(kind=stream_kind).inc()
             if conn.response_complete and self.holder.current is snapshot:
@@ -411,6 +460,20 @@ class Gateway:
             else:
                 self.upstreams.discard(conn)
 
+    def _idle_connection(self, cluster, revision: int):
+        """An idle pooled HTTP/1.1 connection to a cluster reached directly, or None."""
+        if getattr(cluster, "tunnel", False):
+            return None                    # tunnel streams are opened on the task path
+        # the worker's upstream is tunnel.gateway.UpstreamRoutes, whose direct pool this is
+        pool = getattr(self.upstreams, "direct", self.upstreams)
+        return pool.take_idle(cluster, revision)
+
+    @staticmethod
+    def _response_headers(ctx: _Context, head) -> list[tuple[bytes, bytes]]:
+        out_headers = hdrs.downstream_response_headers(head.headers)
+        out_headers.append((REQUEST_ID_HEADER, ctx.id.encode()))
+        return out_headers
+
     def _open_live(self, ctx: _Context, snapshot, request: Request, kind: str):
         """Register the exchange so that revocation can end it (liveexchanges.py)."""
         authorization = hdrs.header_values(request.headers, b"authorization")
@@ -440,12 +503,12 @@ class Gateway:
                 if live.revoked:          # revoked while it was being registered
                     ending.end(live.revoked, live.shown)
                 await splice(client_reader, client_writer, upstream_reader, upstream_writer, stats, ending)
-                if live.revoked:
-                    raise Revoked(live.revoked)
         except Revoked:
-            stats.ended_by = "revoked"
-            ctx.revoked = live.revoked
+            pass
         finally:
+            if live.revoked:      # also when the client hung up (cancelling us) after being told
+                stats.ended_by = "revoked"
+                ctx.revoked = live.revoked
             self.live.close(live)
             self.metrics.active_upgrades.labels(kind=kind).dec()
             if not stats.session_end:

@@ -73,17 +73,20 @@ class GatewayServer:
         self._all_closed.set()
         self._handlers: set[asyncio.Task] = set()
 
-    async def _handle(self, request, response) -> None:
+    async def _handle(self, request, response, prepared=None) -> None:
         task = asyncio.current_task()
         self._handlers.add(task)
         try:
-            await self.gateway.handle(request, response)
+            await self.gateway.handle(request, response, prepared)
         finally:
             self._handlers.discard(task)
 
     def new_protocol(self, cls):
         c = self.config
-        extra = {"limits": http2.H2Limits.from_config(c)} if cls is http2.H2Protocol else {}
+        if cls is http2.H2Protocol:
+            extra = {"limits": http2.H2Limits.from_config(c)}
+        else:   # HTTP/1.1: requests without a body or upgrade may take the fast path (fastpath.py)
+            extra = {"fast": self.gateway.serve_fast}
         protocol = cls(self._handle, head_timeout=c.head_timeout,
                        keepalive_timeout=c.keepalive_timeout, max_head=c.max_head_size,
                        max_line=c.max_line_size, on_close=self._closed, **extra)

@@ -28,6 +28,7 @@ import json
 
 from . import spdyframes, wsframes
 from .splice import ENDED
+
 BOUNDARY_WAIT = 2.0             # how long the server may take to finish the frame it is sending
 LINGER = 5.0                    # how long the client gets to hang up after the last frame
 
@@ -53,7 +54,7 @@ def _response_header(raw_head: bytes, name: bytes) -> str:
     return ""
 
 
-def for_upgrade(upgrade: bytes | None, raw_head: bytes) -> "SessionEnding | None":
+def for_upgrade(upgrade: bytes | None, raw_head: bytes) -> SessionEnding | None:
     """The way to end the session that a 101 (`raw_head`) to an `Upgrade: upgrade` request
     started; None for a protocol the gateway does not know (it is then only cut)."""
     upgrade = (upgrade or b"").strip()

@@ -9,7 +9,8 @@
   Failures become `UpstreamUnavailable` with a short reason that never carries a secret.
 - Responses are parsed by native.httpparse (head + ChunkedDecoder) and streamed: the body waits
   in a bounded `ByteQueue`; when nobody takes it (the client is slow) reading from the API
-  server pauses.
+  server pauses. Or, for the HTTP/1.1 fast path (fastpath.py), head and body go to a
+  `ResponseSink` from this protocol's callbacks, with nothing buffered here.
 - A connection returns to the pool only when its response was read to the end, the request was
   sent completely and both sides agreed on keep-alive. The pool keeps at most `max_idle`
   idle connections per cluster, each for about `idle_timeout` seconds (one sweep timer per pool).
@@ -22,6 +23,7 @@ import socket
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from native.httpparse import ChunkedDecoder, HttpParseError, parse_response_head
@@ -69,6 +71,17 @@ def parse_endpoint(url: str) -> Endpoint:
 
 # -- one connection ------------------------------------------------------------------------------
 
+class ResponseSink(Protocol):
+    """Takes a response as it is parsed, instead of the head future and the body queue. The body
+    comes first when it was received with the head (`feed`, `feed_eof`), then `head_received`."""
+
+    def head_received(self, head) -> None: ...
+    def head_failed(self, exc: UpstreamProtocolError) -> None: ...
+    def feed(self, data: bytes) -> None: ...
+    def feed_eof(self) -> None: ...
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
 class UpstreamConnection(asyncio.Protocol):
     def __init__(self, key: tuple, loop: asyncio.AbstractEventLoop):
         self.key = key
@@ -78,7 +91,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._head_future: asyncio.Future | None = None   # the current exchange's response head
         self._awaiting_head = False
-        self._body: ByteQueue | None = None
+        self._sink: ResponseSink | None = None              # takes the response instead of the two
+        self._body: ByteQueue | ResponseSink | None = None
         self._decoder = None
         self._remaining: int | None = None      # Content-Length bytes still to come
         self._until_close = False
@@ -159,8 +173,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.flow.resume_writing()
 
     # request side
-    def begin(self, method: str, head: bytes) -> None:
-        """Send a request head and expect a response."""
+    def begin(self, method: str, head: bytes, sink: ResponseSink | None = None) -> None:
+        """Send a request head and expect a response (into `sink` when given)."""
         if self.closed or self.transport.is_closing():
             raise UpstreamProtocolError("the connection to the API server is closed", before_response=True)
         self._method = method
@@ -170,7 +184,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._decoder = None
         self.response_complete = False
         self.request_complete = False
-        self._head_future = self._loop.create_future()
+        self._sink = sink
+        self._head_future = self._loop.create_future() if sink is None else None
         self._awaiting_head = True
         self.transport.write(head)
 
@@ -181,11 +196,12 @@ class UpstreamConnection(asyncio.Protocol):
         await self.flow.drain()
 
     # the request as the pipeline sends it (the same calls on an HTTP/2 stream, upstream_h2.py)
-    def send_request(self, method: str, target: str, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_request(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
+                     sink: ResponseSink | None = None) -> None:
         lines = [f"{method} {target} HTTP/1.1".encode("ascii")]
         lines += [name + b": " + value for name, value in headers]
         self._chunked_request = (b"transfer-encoding", b"chunked") in headers
-        self.begin(method, b"\r\n".join(lines) + b"\r\n\r\n")
+        self.begin(method, b"\r\n".join(lines) + b"\r\n\r\n", sink)
 
     async def send_body(self, data: bytes) -> None:
         await self.write(b"%x\r\n" % len(data) + data + b"\r\n" if self._chunked_request else data)
@@ -232,7 +248,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # response parsing
     def _fail_head(self, exc: Exception) -> None:
-        self._awaiting_head = False
+        awaiting, self._awaiting_head = self._awaiting_head, False
+        if self._sink is not None:
+            if awaiting:
+                self._sink.head_failed(exc)
+            return
         future = self._head_future
         if future is not None and not future.done():
             future.set_exception(exc)
@@ -256,7 +276,8 @@ class UpstreamConnection(asyncio.Protocol):
             break
         self.head = head
         self.raw_head = raw
-        self._body = ByteQueue(self.flow)
+        sink = self._sink
+        self._body = sink if sink is not None else ByteQueue(self.flow)
         no_body = (self._method == "HEAD" or head.status in (204, 304) or head.status == 101)
         if no_body:
             self._remaining = 0
@@ -276,7 +297,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._body.feed_eof()
         elif self._buffer:
             self._feed_body()
-        if future is not None and not future.done():
+        if sink is not None:
+            sink.head_received(head)
+        elif future is not None and not future.done():
             future.set_result(head)
 
     def _feed_body(self) -> None:
@@ -438,13 +461,21 @@ class UpstreamPool:
         """An HTTP/1.1 connection (`upgrade` and `long_lived` matter to upstream_h2's pool only)."""
         tls = self.cluster_tls(cluster, revision)
         key = (cluster.name, revision)
+        conn = None if fresh else self._pop_idle(key)
+        return conn if conn is not None else await self._dial(key, tls)
+
+    def take_idle(self, cluster, revision: int) -> UpstreamConnection | None:
+        """An idle pooled HTTP/1.1 connection for an ordinary request, or None (then `acquire`)."""
+        return self._pop_idle((cluster.name, revision))
+
+    def _pop_idle(self, key: tuple) -> UpstreamConnection | None:
         idle = self._idle.get(key)
-        while idle and not fresh:
+        while idle:
             conn = idle.pop()                # the most recently used: the oldest expire on the left
             if not conn.closed and not conn.transport.is_closing():
                 conn.reused = True
                 return conn
-        return await self._dial(key, tls)
+        return None
 
     async def _dial(self, key, tls: ClusterTLS) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
@@ -479,7 +510,7 @@ class UpstreamPool:
         conn.idle_since = loop.time()
         conn._head_future = None
         conn._awaiting_head = False
-        conn._body = None
+        conn._body = conn._sink = None
         idle.append(conn)
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_period, self._sweep)

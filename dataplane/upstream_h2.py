@@ -436,6 +436,13 @@ class NegotiatingPool(UpstreamPool):
         self._open.add(chosen)
         return chosen
 
+    def take_idle(self, cluster, revision: int):
+        """An idle HTTP/1.1 connection for an ordinary request, unless that request goes over h2."""
+        key = (cluster.name, revision)
+        if self._may_use_h2(False, False) and self.protocols.get(key) != "http/1.1":
+            return None
+        return super().take_idle(cluster, revision)
+
     def _with_room(self, key) -> H2UpstreamConnection | None:
         for conn in self._h2.get(key, ()):
             if conn.has_room:
