@@ -469,7 +469,7 @@ class HTTP1Protocol(asyncio.Protocol):
             self._bound_buffer()
         else:
             self._feed_body()
-        if self._fast is not None and self._body_done and head.upgrade is None:
+        if self._fast is not None and body.empty and head.upgrade is None:
             self._fast(request, self._response, self._spawn)
         else:
             self._spawn(None)

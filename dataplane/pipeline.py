@@ -93,9 +93,34 @@ class _Context:
     refusal: StatusError | None = None
 
 
+class _RandomPool:
+    """os.urandom bytes fetched 4 KiB at a time: one getrandom syscall per 256 request ids instead
+    of one each (6 % of a small request's CPU). Emptied in a forked child, so that workers never
+    share the bytes their parent had fetched."""
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._used = 0
+        os.register_at_fork(after_in_child=self.clear)
+
+    def clear(self) -> None:
+        self._hex, self._used = "", 0
+
+    def hex32(self) -> str:
+        """16 random bytes as 32 hex digits, never handed out twice."""
+        if self._used >= len(self._hex):
+            self._hex, self._used = os.urandom(4096).hex(), 0
+        start = self._used
+        self._used += 32
+        return self._hex[start:self._used]
+
+
+_RANDOM = _RandomPool()
+
+
 def _request_id() -> str:
     """A random (version 4) UUID as text, as str(uuid.uuid4()) but without building a UUID object."""
-    h = os.urandom(16).hex()
+    h = _RANDOM.hex32()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
@@ -208,6 +233,8 @@ class Gateway:
         decide now; an allowed ordinary request (no watch or logs) that finds an idle pooled
         upstream connection is relayed from the two connections' callbacks (fastpath.py), with
         no task. Anything else goes on in a handler task, `spawn(ctx)`, the decision kept."""
+        if request.upgrade is not None or not request.body.empty:
+            return spawn(None)             # not for this path: the task path from the start
         ctx = self._new_context(request)
         self.metrics.requests_in_flight.inc()
         ctx.decided = True

@@ -189,3 +189,20 @@ def test_idle_upstream_connections_are_swept_after_the_idle_timeout(tmp_path):
             await env.close()
 
     run(body)
+
+
+def test_a_forked_worker_never_reuses_its_parents_random_bytes():
+    import os
+
+    _request_id()                       # the parent's pool now holds bytes for later ids
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                        # the child: its next id, then leave at once
+        os.write(write_end, _request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert uuid.UUID(child_id).version == 4
+    assert child_id != _request_id()
