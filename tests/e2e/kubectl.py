@@ -80,6 +80,12 @@ class Streaming:
             if match:
                 return match
 
+    def echo(self, line: str) -> None:
+        """Types `line` into a running `kubectl exec -i … cat` and waits for it to come back."""
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+        self.expect(re.escape(line))
+
     def wait_exit(self, timeout: float = TIMEOUT) -> int:
         return self.process.wait(timeout=timeout)
 

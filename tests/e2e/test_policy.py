@@ -305,13 +305,6 @@ def test_a_channel_condition_is_enforced(policy):
     assert FORBIDDEN in certificate.on("dev-eu").fails("get", "pods")
 
 
-def interactive(session, line: str) -> None:
-    """Types `line` into a running `kubectl exec -i … cat` and waits for the echo."""
-    session.process.stdin.write(line.encode() + b"\n")
-    session.process.stdin.flush()
-    session.expect(re.escape(line))
-
-
 def test_disabling_kubectl_on_a_cluster_ends_its_watches_and_exec_sessions_and_refuses_new_ones(policy):
     policy.bind("mia-admin", ADMIN, ["user:mia"], names("dev-ops", "dev-eu"))
     mia = policy.with_certificate("mia", ["operators"])
@@ -321,7 +314,7 @@ def test_disabling_kubectl_on_a_cluster_ends_its_watches_and_exec_sessions_and_r
     try:
         on_ops[0].expect("web-0")
         elsewhere.expect("web-0")
-        interactive(on_ops[1], "mia's shell is live")
+        on_ops[1].echo("mia's shell is live")
 
         policy.clusters.apply(policy.clusters.manifest("dev-ops", kubectl_enabled=False))   # apctl apply -f
         for running in on_ops:

@@ -14,13 +14,6 @@ SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
 REASON = "session ended by AccessPoint: credentials revoked"
 
 
-def interactive(session, line: str) -> None:
-    """Types `line` into a running `kubectl exec -i … cat` and waits for the echo."""
-    session.process.stdin.write(line.encode() + b"\n")
-    session.process.stdin.flush()
-    session.expect(re.escape(line))
-
-
 def test_revoking_a_user_ends_their_sessions_on_every_gateway_and_refuses_the_next_call(tmp_path):
     with fleet(tmp_path, gateways=2) as topology:
         first, second = topology.gateways
@@ -33,7 +26,7 @@ def test_revoking_a_user_ends_their_sessions_on_every_gateway_and_refuses_the_ne
         watch = carol_first.start("get", "pods", "-w")
         try:
             for index, session in enumerate(sessions):
-                interactive(session, f"carol's shell {index} is live")
+                session.echo(f"carol's shell {index} is live")
             watch.expect("web-0")
 
             revoked = topology.apctl("revoke", "user", "carol", "--reason", "left", "--wait")

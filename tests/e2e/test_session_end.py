@@ -3,7 +3,6 @@ kubectl access off on a cluster ends the running sessions over WebSocket and ove
 kubectl exits non-zero printing why (sessionend.py). Revocation is in test_revocation.py."""
 from __future__ import annotations
 
-import re
 
 import yaml
 
@@ -13,12 +12,6 @@ SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
 DISABLED = 'session ended by AccessPoint: cluster "sandbox" has kubectl access disabled'
 
 
-def interactive(session, line: str) -> None:
-    session.process.stdin.write(line.encode() + b"\n")
-    session.process.stdin.flush()
-    session.expect(re.escape(line))
-
-
 def test_switching_kubectl_off_ends_exec_sessions_with_the_reason_over_both_protocols(tmp_path):
     with fleet(tmp_path) as topology:
         alice = topology.kubectl(topology.state.kubeconfig)
@@ -26,7 +19,7 @@ def test_switching_kubectl_off_ends_exec_sessions_with_the_reason_over_both_prot
                     alice.start("exec", "-i", "web-0", "-c", "app", "--", "cat", env=SPDY)]
         try:
             for index, session in enumerate(sessions):
-                interactive(session, f"session {index} is live")
+                session.echo(f"session {index} is live")
 
             listed = topology.apctl("get", "clusters", "sandbox", "-o", "yaml")   # as an operator would
             assert listed.returncode == 0, listed.stderr

@@ -263,12 +263,13 @@ def test_twin_follows_the_decision_order_of_docs_policy(data, asks, shifts):
         assert _ask(index, ask) == expected, ask
 
 
-@pytest.mark.parametrize("backend", COMPILED, ids=backend_id)
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                    HealthCheck.function_scoped_fixture])
-@given(data=policies(), asks=st.lists(ASKS, min_size=1, max_size=20), shifts=SHIFTS)
-def test_backend_equals_the_twin(backend, data, asks, shifts):
-    ours, reference = backend.PolicyIndex(data, cache_limit=7), oracle.PolicyIndex(data, cache_limit=7)
-    for ask in asks + _later(asks[::-1], shifts):
-        assert _ask(ours, ask) == _ask(reference, ask), ask
-    assert ours.reads_source == reference.reads_source and ours.reads_channel == reference.reads_channel
+if COMPILED:   # with ACCESSPOINT_NO_EXTENSIONS=1 there is nothing to compare the twin with
+    @pytest.mark.parametrize("backend", COMPILED, ids=backend_id)
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.function_scoped_fixture])
+    @given(data=policies(), asks=st.lists(ASKS, min_size=1, max_size=20), shifts=SHIFTS)
+    def test_backend_equals_the_twin(backend, data, asks, shifts):
+        ours, reference = backend.PolicyIndex(data, cache_limit=7), oracle.PolicyIndex(data, cache_limit=7)
+        for ask in asks + _later(asks[::-1], shifts):
+            assert _ask(ours, ask) == _ask(reference, ask), ask
+        assert ours.reads_source == reference.reads_source and ours.reads_channel == reference.reads_channel
