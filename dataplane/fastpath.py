@@ -20,7 +20,8 @@ the API server pauses (Response.on_writable resumes it).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import status
 from .upstream import UpstreamConnection, UpstreamProtocolError

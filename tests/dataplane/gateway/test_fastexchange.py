@@ -247,3 +247,41 @@ def test_pipelined_requests_on_the_fast_path_answer_in_order(tmp_path):
             await env.close()
 
     run(body)
+
+
+def test_revocation_ends_a_response_still_arriving_on_the_fast_path(tmp_path):
+    from .test_policy_enforcement import apply_policy, cluster_named
+
+    async def body():
+        requests = [0]
+
+        async def slow_list(req, reader, writer):
+            requests[0] += 1
+            if requests[0] == 1:
+                _small(writer)
+                await writer.drain()
+                return True
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\n{\"a\":1\r\n")
+            await writer.drain()
+            await reader.read(1)                   # holds the rest until the gateway lets go
+            return False
+
+        env = await make_env(tmp_path, {"alpha": slow_list})
+        try:
+            c = await env.connect()
+            assert (await c.request("GET", PODS)).status == 200
+            c.send(build_request("GET", PODS))
+            assert (await read_head(c.reader))[0].startswith("HTTP/1.1 200")
+            await c.reader.readuntil(b'{"a":1\r\n')
+            assert len(env.worker.gateway.live) == 1
+            apply_policy(env, lambda data: cluster_named(data, "alpha").update(kubectl_enabled=False))
+            async with asyncio.timeout(10):       # the body ends with its last chunk, then the connection
+                assert (await c.reader.read()).endswith(b"0\r\n\r\n")
+            assert len(env.worker.gateway.live) == 0
+            event = env.audit_events()[-1]
+            assert event["session_ended_by"] == "revoked" and "kubectl access disabled" in event["revocation"]
+            assert env.worker.upstreams.idle_count() == 0
+        finally:
+            await env.close()
+
+    run(body)
