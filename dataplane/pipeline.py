@@ -252,9 +252,9 @@ class Gateway:
             tls = self.upstreams.cluster_tls(ctx.cluster, ctx.snapshot.revision)
         except UpstreamUnavailable:
             return spawn(ctx)              # the task path answers it
-        conn = self._idle_connection(ctx.cluster, ctx.snapshot.revision)
+        conn = self.upstreams.take_idle(ctx.cluster, ctx.snapshot.revision)
         if conn is None:
-            return spawn(ctx)              # dialling needs a task
+            return spawn(ctx)              # dialling (or a tunnel stream) needs a task
         FastExchange(self, ctx, response, conn, spawn).start(*self._upstream_request(ctx, request, tls, tls.token))
 
     def _authenticate(self, ctx: _Context, snapshot, request: Request, may_wait: bool) -> Identity:
@@ -486,14 +486,6 @@ class Gateway:
                 self.upstreams.release(conn)
             else:
                 self.upstreams.discard(conn)
-
-    def _idle_connection(self, cluster, revision: int):
-        """An idle pooled HTTP/1.1 connection to a cluster reached directly, or None."""
-        if getattr(cluster, "tunnel", False):
-            return None                    # tunnel streams are opened on the task path
-        # the worker's upstream is tunnel.gateway.UpstreamRoutes, whose direct pool this is
-        pool = getattr(self.upstreams, "direct", self.upstreams)
-        return pool.take_idle(cluster, revision)
 
     @staticmethod
     def _response_headers(ctx: _Context, head) -> list[tuple[bytes, bytes]]:

@@ -386,6 +386,10 @@ class UpstreamRoutes:
     async def acquire(self, cluster, revision: int, **kwargs):
         return await self._for(cluster).acquire(cluster, revision, **kwargs)
 
+    def take_idle(self, cluster, revision: int):
+        """The fast path's idle pooled connection: tunnel streams are opened on the task path."""
+        return None if cluster.tunnel else self.direct.take_idle(cluster, revision)
+
     def release(self, conn) -> None:
         (self.tunnels if isinstance(conn, TunnelStream) else self.direct).release(conn)
 
