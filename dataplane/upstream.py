@@ -417,6 +417,15 @@ class UpstreamPool:
         self._latest_revision = 0
         self._sweeper: asyncio.TimerHandle | None = None
 
+    def _forget_before(self, revision: int) -> None:
+        """A new snapshot revision: what was cached for older ones goes (connections in use
+        finish their exchange first and are not pooled again)."""
+        for old in [k for k in self._tls if k[1] < revision]:
+            del self._tls[old]
+        for old in [k for k in self._idle if k[1] < revision]:
+            for conn in self._idle.pop(old):
+                conn.close()
+
     # TLS contexts and credentials, cached per (cluster, revision)
     def cluster_tls(self, cluster, revision: int) -> ClusterTLS:
         key = (cluster.name, revision)
@@ -425,11 +434,7 @@ class UpstreamPool:
             return cached
         if revision > self._latest_revision:
             self._latest_revision = revision
-            for old in [k for k in self._tls if k[1] < revision]:
-                del self._tls[old]
-            for old in [k for k in self._idle if k[1] < revision]:
-                for conn in self._idle.pop(old):
-                    conn.close()
+            self._forget_before(revision)
         endpoint = parse_endpoint(getattr(cluster, "endpoint", "") or "")
         ca_bundle = getattr(cluster, "ca_bundle", "") or ""
         if not ca_bundle.strip():

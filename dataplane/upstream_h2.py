@@ -465,10 +465,23 @@ class NegotiatingPool(UpstreamPool):
             raise UpstreamUnavailable(_safe_reason(exc, self.dial_timeout)) from None
         return negotiating.chosen
 
+    def _forget_before(self, revision: int) -> None:
+        super()._forget_before(revision)
+        for table in (self.protocols, self._dialing):
+            for key in [k for k in table if k[1] < revision]:
+                del table[key]
+        for key in [k for k in self._h2 if k[1] < revision]:
+            for conn in list(self._h2[key]):
+                self._retire(conn)     # idle ones close now, busy ones after their last stream
+            if not self._h2.get(key):
+                self._h2.pop(key, None)
+
     def _forget(self, conn: H2UpstreamConnection) -> None:
         conns = self._h2.get(conn.key)
         if conns and conn in conns:
             conns.remove(conn)
+            if not conns and conn.key[1] < self._latest_revision:
+                del self._h2[conn.key]   # nothing of that revision is left
 
     def release(self, conn) -> None:
         if isinstance(conn, H2UpstreamStream):

@@ -180,3 +180,33 @@ def test_has_room_counts_streams_without_walking_h2s_stream_table(monkeypatch):
         conn.goaway = True
         assert not conn.has_room
     run(body)
+
+
+def test_a_new_revision_drops_what_the_pool_kept_for_older_ones(tmp_path):
+    """A gateway sees a revision per policy change: nothing per (cluster, revision) may pile up."""
+    import copy
+
+    from dataplane.snapshot import Snapshot
+
+    async def body():
+        fake, proxy, env = await h2_cluster(tmp_path)
+        try:
+            pool = env.worker.upstreams
+            c = await h2_connect(env)
+            assert (await c.get(CMS)).status == 200
+            first = env.worker.holder.current.revision
+            [old] = pool.h2_connections("alpha")
+            for bump in (1, 2):
+                data = copy.deepcopy(env.worker.holder.current.data)
+                data["revision"] = first + bump
+                assert env.worker.holder.apply(Snapshot(data))
+                assert (await c.get(CMS)).status == 200
+            latest = first + 2
+            assert set(pool.protocols) == {("alpha", latest)}
+            assert {conn.key for conn in pool.h2_connections()} == {("alpha", latest)}
+            assert old.closed   # idle when its revision was left behind
+        finally:
+            await env.close()
+            await proxy.close()
+            await fake.stop()
+    run(body)
