@@ -36,6 +36,7 @@ BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
 SOCKET_TIMEOUT = 5.0           # a Redis that stops answering counts as down after this long
 CONNECT_TIMEOUT = 2.0
+RESYNC_POLL = 0.05        # seconds between looks at a running re-read (its failure means reconnecting)
 
 # The contract with the control plane's publisher (controlplane/snapshots.py imports these). One
 # Redis (or Redis database) serves one fleet: a foreign fleet's notices would only cause re-reads,
@@ -134,26 +135,53 @@ class SnapshotFeed:
             self._first_sync_tried.set()
             log.info("snapshot feed: following Redis (revision %s)", self._current_revision())
             next_resync = loop.time() + self._resync_interval
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                   timeout=max(0.0, next_resync - loop.time()))
-                if message is not None and message["type"] == "message":
-                    await self._on_message(message["channel"], message["data"])
-                if loop.time() >= next_resync:
-                    await self._resync(found_by_timer=True)
-                    next_resync = loop.time() + self._resync_interval
+            # Re-reads run as a task of their own, one at a time, so that a revocation delta is
+            # applied at once even while a large snapshot is being verified.
+            resync: asyncio.Task | None = None
+            again: bool | None = None      # asked for while one ran: its found_by_timer
+            try:
+                while True:
+                    if resync is not None and resync.done():
+                        resync.result()        # a Redis failure reconnects like any other
+                        resync = None
+                        if again is not None:
+                            resync, again = asyncio.create_task(self._resync(found_by_timer=again)), None
+                    timeout = max(0.0, next_resync - loop.time())
+                    if resync is not None:
+                        timeout = min(timeout, RESYNC_POLL)
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+                    wanted = None              # a re-read wanted: found_by_timer
+                    if message is not None and message["type"] == "message" and \
+                            self._on_message(message["channel"], message["data"]):
+                        wanted = False
+                    if loop.time() >= next_resync:
+                        wanted = wanted is None   # a notice in the same turn makes it no timer find
+                        next_resync = loop.time() + self._resync_interval
+                    if wanted is None:
+                        continue
+                    if resync is None:
+                        resync = asyncio.create_task(self._resync(found_by_timer=wanted))
+                    else:
+                        again = wanted if again is None else again and wanted
+            finally:
+                if resync is not None:
+                    resync.cancel()
+                    await asyncio.gather(resync, return_exceptions=True)
         finally:
             try:
                 await pubsub.aclose()
             except (redis.RedisError, OSError):
                 pass   # the connection is already gone
 
-    async def _on_message(self, channel: bytes, data: Any) -> None:
+    def _on_message(self, channel: bytes, data: Any) -> bool:
+        """Handle one message; True when it asks for the snapshot key to be read again."""
         if channel == self._revocation_channel:
             self._on_revocation_delta(data)
-        elif channel == self._snapshot_channel:
+            return False
+        if channel == self._snapshot_channel:
             self._note_announced(data)
-            await self._resync(found_by_timer=False)
+            return True
+        return False
 
     def _note_announced(self, data: Any) -> None:
         """Gap detection: notices should count up one by one. A jump is harmless (the key holds the

@@ -255,3 +255,38 @@ def test_the_event_loop_keeps_serving_while_a_snapshot_is_verified(redis_server,
             await gw.applied.revision(2)
 
     run(scenario)
+
+
+def test_a_revocation_delta_applies_while_a_snapshot_is_still_being_verified(redis_server, publisher, signing_key,
+                                                                            cache_path, monkeypatch):
+    """Revocation must not wait seconds behind the verification of a large snapshot."""
+    import asyncio
+    import threading
+
+    import dataplane.snapshotfeed as snapshotfeed
+
+    release, verifying = threading.Event(), threading.Event()
+
+    def held_verify(envelope, public_key):
+        snapshot = verify_snapshot(envelope, public_key)
+        if snapshot.revision == 2:
+            verifying.set()
+            assert release.wait(20), "the test never released the verification"
+        return snapshot
+
+    monkeypatch.setattr(snapshotfeed, "verify_snapshot", held_verify)
+
+    async def scenario():
+        publisher.publish(state(1))
+        async with running_feed(redis_server.url, signing_key, cache_path) as gw:
+            publisher.publish(state(2))
+            async with asyncio.timeout(20):
+                while not verifying.is_set():
+                    await asyncio.sleep(0.01)
+            publisher.publish_revocations(3, ISSUED_AT, [Revocation("user", "bob")])
+            revoked = await gw.swaps.until(bob_is_revoked)
+            assert revoked.revision == 1 and not release.is_set()   # applied with revision 2 still held
+            release.set()
+            assert bob_is_revoked(await gw.swaps.revision(2))          # and it stays over the new snapshot
+
+    run(scenario)
