@@ -9,6 +9,12 @@ pipeline, and only then does the offset move (file `<spool>.offset`, replaced at
 or a Redis failure in between replays that batch; ingestion drops the repeats by event id. So the
 offset file needs no fsync either: losing an update only replays. While Redis is down the shipper
 backs off and the spool keeps growing on disk.
+
+A Redis without persistence that restarts loses what it held but the control plane had not stored
+yet. So the shipper also keeps a `confirmed` offset: everything before it is known stored, because
+the ingester trims only acknowledged entries and those entries are gone from the stream. When the
+Redis it ships to has restarted (a new `run_id`), shipping resumes from `confirmed`: the events in
+between are sent again and ingestion drops those it already has.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ class AuditShipper:
         self._max_backoff = max_backoff
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unconfirmed: list[tuple[int, bytes]] = []   # (spool offset after a batch, its last entry id)
 
     def ship_once(self) -> int:
         """Ship up to one batch of complete lines; returns how many events were sent.
@@ -50,7 +57,16 @@ class AuditShipper:
             return 0   # no request audited yet
         with spool:
             inode = os.fstat(spool.fileno()).st_ino
-            offset = self._offset(inode, os.fstat(spool.fileno()).st_size)
+            saved = self._saved(inode, os.fstat(spool.fileno()).st_size)
+            run_id = self._client.info("server")["run_id"]
+            offset, confirmed = saved["offset"], saved["confirmed"]
+            if saved["run_id"] not in ("", run_id):   # before confirming: the new stream's ids say nothing
+                self._unconfirmed = []
+                if offset > confirmed:
+                    log.warning("audit spool %s: Redis restarted; shipping again the %d bytes of events not "
+                                "yet confirmed stored", self.spool, offset - confirmed)
+                    offset = confirmed
+            confirmed = self._confirm(confirmed)
             spool.seek(offset)
             lines: list[bytes] = []
             end = offset
@@ -61,14 +77,13 @@ class AuditShipper:
                 if self._shippable(line, end):
                     lines.append(line.rstrip(b"\n"))
                 end += len(line)
-        if end == offset:
-            return 0
         if lines:
             pipe = self._client.pipeline(transaction=False)
             for line in lines:
                 pipe.xadd(AUDIT_STREAM, {EVENT_FIELD: line})
-            pipe.execute()
-        self._save_offset(inode, end)
+            self._unconfirmed.append((end, pipe.execute()[-1]))
+        if (end, confirmed, run_id) != (saved["offset"], saved["confirmed"], saved["run_id"]):
+            self._save_offset(inode, end, confirmed, run_id)
         return len(lines)
 
     def start(self) -> None:
@@ -109,16 +124,40 @@ class AuditShipper:
         log.warning("audit spool %s: skipping an unreadable line at byte %d", self.spool, at)
         return False
 
-    def _offset(self, inode: int, size: int) -> int:
-        """Where shipping resumes: 0 for a new or truncated spool, or an unreadable offset file."""
+    def _confirm(self, confirmed: int) -> int:
+        """Advance `confirmed` past the batches whose entries the ingester has trimmed away."""
+        if not self._unconfirmed:
+            return confirmed
+        oldest = self._client.xrange(AUDIT_STREAM, count=1)
+        if not oldest:
+            return confirmed   # an empty stream is a new Redis as likely as a drained one
+        first = _entry_id(oldest[0][0])
+        while self._unconfirmed and _entry_id(self._unconfirmed[0][1]) < first:
+            confirmed = self._unconfirmed.pop(0)[0]
+        return confirmed
+
+    def _saved(self, inode: int, size: int) -> dict:
+        """Where shipping resumes (`offset`), what is known stored (`confirmed`) and the Redis
+        `run_id` shipped to; from the start for a new or truncated spool or an unreadable file."""
         try:
             saved = json.loads(self.offset_path.read_text(encoding="utf-8"))
-            saved_inode, offset = int(saved["inode"]), int(saved["offset"])
+            offset, confirmed = int(saved["offset"]), int(saved.get("confirmed", 0))
+            if int(saved["inode"]) == inode and 0 <= confirmed <= offset <= size:
+                return {"offset": offset, "confirmed": confirmed, "run_id": str(saved.get("run_id", ""))}
         except (OSError, ValueError, KeyError, TypeError):
-            return 0
-        return offset if saved_inode == inode and 0 <= offset <= size else 0
+            pass
+        self._unconfirmed = []
+        return {"offset": 0, "confirmed": 0, "run_id": ""}
 
-    def _save_offset(self, inode: int, offset: int) -> None:
+    def _save_offset(self, inode: int, offset: int, confirmed: int, run_id: str) -> None:
         temporary = self.offset_path.with_name(self.offset_path.name + ".tmp")
-        temporary.write_text(json.dumps({"inode": inode, "offset": offset}), encoding="utf-8")
+        temporary.write_text(json.dumps({"inode": inode, "offset": offset, "confirmed": confirmed,
+                                         "run_id": run_id}), encoding="utf-8")
         os.replace(temporary, self.offset_path)
+
+
+def _entry_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id `ms-seq` in its order."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq)

@@ -184,3 +184,36 @@ def test_query_audit_api(channel, plane, tmp_path, redis_client):
         with pytest.raises(grpc.RpcError) as caught:
             query(**bad)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_events_a_restarted_redis_lost_before_they_were_stored_are_shipped_again(tmp_path):
+    """Redis without persistence restarts after taking events the control plane had not stored:
+    the shipper notices the new Redis and sends again everything not confirmed stored."""
+    server = RedisServer(tmp_path)
+    server.start()
+    store = open_store(f"sqlite:///{tmp_path / 'cp.db'}")
+    try:
+        client = redis.Redis.from_url(server.url)
+        spool = tmp_path / "spool.jsonl"
+        shipper = AuditShipper(spool, client, batch=10)
+        ingester = AuditIngester(client, store, "replica-1", block=0.01, trim_interval=0)
+        ids = spool_events(spool, 0, 20)
+        drain(shipper, ingester)                        # stored, acknowledged, trimmed
+        assert stored_ids(store) == ids
+        assert shipper.ship_once() == 0                 # the first batch is now confirmed: trimmed away
+
+        lost = spool_events(spool, 20, 15)
+        while shipper.ship_once():                      # in Redis, not stored yet ...
+            pass
+        server.stop()
+        server.start()                                  # ... and gone with it
+        client = redis.Redis.from_url(server.url)
+        shipper._client = client
+        ingester = AuditIngester(client, store, "replica-1", block=0.01)
+        assert shipper.ship_once() == 10                # from the first unconfirmed batch on, again
+        drain(shipper, ingester)
+        assert stored_ids(store) == ids | lost
+        assert len(store.audit_events(EventQuery(limit=1000))) == 35
+    finally:
+        store.close()
+        server.stop()
