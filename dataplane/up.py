@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import random
 import re
 import secrets
 import shutil
@@ -50,7 +51,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tunnel-port", type=int, default=8444, help="the port agents dial, with --tunnel")
 
 
+_LOWEST_CHOSEN_PORT = 20000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, chosen below the kernel's ephemeral range: a port the kernel hands out
+    could be taken by some outgoing connection's source port before our server binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as limits:
+            ephemeral_low = int(limits.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    for _ in range(100) if ephemeral_low > _LOWEST_CHOSEN_PORT + 1000 else ():
+        port = random.randrange(_LOWEST_CHOSEN_PORT, ephemeral_low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

@@ -3,19 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import pytest
+
+from dataplane.up import free_port
 
 from .helpers import build_request, echo_handler, make_env, raw_handler, read_head, run
 
 PODS = "/clusters/alpha/api/v1/namespaces/default/pods"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the critical path ---------------------------------------------------------------------------------
@@ -459,7 +454,7 @@ def test_client_disconnect_cancels_the_upstream_request(tmp_path):
 
 def test_upstream_unreachable_is_503_status(tmp_path):
     async def body():
-        env = await make_env(tmp_path, {"alpha": echo_handler}, unreachable={"gamma": _free_port()})
+        env = await make_env(tmp_path, {"alpha": echo_handler}, unreachable={"gamma": free_port()})
         try:
             c = await env.connect("carol", [])
             r = await c.request("GET", "/clusters/gamma/version")

@@ -11,18 +11,13 @@ import sys
 from pathlib import Path
 
 from dataplane.pki import CertificateAuthority
+from dataplane.up import free_port
 from dataplane.signing import generate_signing_key, write_public_key
 from dataplane.snapshot import sign_snapshot
 
 from .helpers import snapshot_dict
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_lines(proc: subprocess.Popen, needle: str, count: int) -> list[str]:
@@ -66,13 +61,13 @@ def test_workers_share_the_port_and_drain_on_sigterm(tmp_path):
     (tmp_path / "client-ca.pem").write_bytes(client_ca.cert_pem)
     key = generate_signing_key()
     write_public_key(key.public_key(), tmp_path / "snap.pub")
-    dead_port = _free_port()
+    dead_port = free_port()
     (tmp_path / "snap.json").write_bytes(sign_snapshot(
         snapshot_dict({"alpha": (dead_port, CertificateAuthority.create("cluster").cert_pem)}), key))
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "alpha.token").write_text("t")
-    port, admin = _free_port(), _free_port()
+    port, admin = free_port(), free_port()
     env = dict(os.environ, ACCESSPOINT_LISTEN=f"127.0.0.1:{port}", ACCESSPOINT_ADMIN_LISTEN=f"127.0.0.1:{admin}")
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from dataplane.cli import main; sys.exit(main())", "gateway",
