@@ -17,8 +17,9 @@ from dataplane.audit import read_events
 from dataplane.heartbeat import APPLIED_CHANNEL, GATEWAY_KEY_PREFIX
 from dataplane.pki import CertificateAuthority
 from dataplane.signing import generate_signing_key, write_public_key
+from dataplane.up import free_port
 
-from ..gateway.test_process import ROOT, _free_port, _get, _wait_for_lines
+from ..gateway.test_process import ROOT, _get, _wait_for_lines
 from .helpers import WAIT, fleet_state
 
 
@@ -40,10 +41,10 @@ def test_two_workers_report_apart_and_share_one_audit_shipper(tmp_path, redis_se
     write_public_key(key.public_key(), tmp_path / "snap.pub")
     (tmp_path / "secrets").mkdir()
     client = redis.Redis.from_url(redis_server.url)
-    Publisher(client, key).publish(fleet_state(1, _free_port(), CertificateAuthority.create("cluster").cert_pem))
+    Publisher(client, key).publish(fleet_state(1, free_port(), CertificateAuthority.create("cluster").cert_pem))
     pubsub = client.pubsub()
     pubsub.subscribe(APPLIED_CHANNEL)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from dataplane.cli import main; sys.exit(main())", "gateway",
          "--listen", f"127.0.0.1:{port}", "--admin-listen", "",
