@@ -23,7 +23,6 @@ import datetime
 import hashlib
 import ipaddress
 import logging
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from .files import write_atomically
 
 log = logging.getLogger("accesspoint.agent.enrollment")
 
@@ -106,21 +107,6 @@ def load_credentials(state_dir: Path) -> Credentials | None:
     return Credentials(cert, key, path)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, readable by the owner only."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def store_credentials(state_dir: Path, key: ec.EllipticCurvePrivateKey, answer) -> Credentials:
     """Write an Enroll/Renew answer (AgentCredentials) and the key it certifies."""
     state_dir = Path(state_dir)
@@ -131,10 +117,10 @@ def store_credentials(state_dir: Path, key: ec.EllipticCurvePrivateKey, answer) 
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     if answer.gateway_ca:
-        _write_private(state_dir / GATEWAY_CA_FILE, answer.gateway_ca)
-    _write_private(state_dir / AGENT_CA_FILE, answer.agent_ca)
+        write_atomically(state_dir / GATEWAY_CA_FILE, answer.gateway_ca, mode=0o600)
+    write_atomically(state_dir / AGENT_CA_FILE, answer.agent_ca, mode=0o600)
     path = credentials_path(state_dir)
-    _write_private(path, answer.certificate_pem + key_pem)
+    write_atomically(path, answer.certificate_pem + key_pem, mode=0o600)
     return Credentials(cert, key, path)
 
 

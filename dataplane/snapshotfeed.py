@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from dataplane.files import write_atomically
 from dataplane.metrics import GatewayMetrics
 from dataplane.snapshot import (SignatureError, Snapshot, SnapshotError, SnapshotHolder, verify_revocation_delta,
                                 verify_snapshot)
@@ -291,23 +291,3 @@ class SnapshotFeed:
         self._holder.apply(snapshot)
         log.info("snapshot feed: started from the cached revision %d", snapshot.revision)
         self._report_applied(snapshot)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old file or the new one, never a
-    torn one: write a temporary file beside it, fsync, rename, fsync the directory."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # per process: workers may share a path
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

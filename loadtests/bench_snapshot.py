@@ -178,7 +178,7 @@ def verify_and_apply(envelope_path: Path, key_path: Path, cache_path: Path) -> d
     from dataplane.metrics import GatewayMetrics
     from dataplane.signing import load_private_key
     from dataplane.snapshot import SnapshotHolder, verify_snapshot
-    from dataplane.snapshotfeed import write_atomically
+    from dataplane.files import write_atomically
 
     public_key = load_private_key(key_path).public_key()
     holder = SnapshotHolder()
